@@ -78,6 +78,7 @@ class LayerUse:
     in_shape: tuple | None = None
     out_shape: tuple | None = None
     calls: int = 0
+    model_in_layouts: list | None = None  # nested models: layouts of their inputs
 
 
 @dataclass
@@ -207,7 +208,13 @@ class Trace:
         in_shapes = [_shape(t) for t in node.input_tensors]
         out_shapes = [_shape(t) for t in node.outputs]
         if _is_model(layer):
-            self.uses.setdefault(id(layer), LayerUse(layer, path, None))
+            use = self.uses.setdefault(id(layer), LayerUse(layer, path, None))
+            if use.model_in_layouts is None:
+                use.model_in_layouts = list(in_layouts)
+            else:  # a nested model called again: its inputs carry the same channels
+                for first, again in zip(use.model_in_layouts, in_layouts):
+                    if len(first) == len(again):
+                        self.units.union(first, again)
             return self._trace_functional(_functional_of(layer), in_layouts, prefix=path + "/")
         edit = self.edits.get(id(layer))
         if edit is not None:

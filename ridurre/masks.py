@@ -280,8 +280,13 @@ def _read_keras_archive(path):
         raise ModelFileError(f"{path}: not a Keras model ({exc})") from None
     model_class, layer_configs = _model_layers_config(path, config)
     top, every, weights = [], [], {}
-    with h5py.File(io.BytesIO(weights_bytes), "r") as store:
-        _walk_keras_layers(path, store.get("layers"), layer_configs, "", top, every, weights)
+    try:
+        with h5py.File(io.BytesIO(weights_bytes), "r") as store:
+            _walk_keras_layers(path, store.get("layers"), layer_configs, "", top, every, weights)
+    except ModelFileError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise ModelFileError(f"{path}: corrupt model.weights.h5 in the archive ({exc!r})") from None
     return ModelFile(path, "keras", model_class, top, every, weights,
                      metadata.get("keras_version"))
 
@@ -338,8 +343,10 @@ def _read_legacy_h5(path):
             top, every, weights = [], [], {}
             for lc in layer_configs:
                 _read_h5_layer(path, root, lc, "", top, every, weights)
-    except OSError as exc:
-        raise ModelFileError(f"{path}: unreadable HDF5 file ({exc})") from None
+    except ModelFileError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:  # truncated file, bad JSON...
+        raise ModelFileError(f"{path}: unreadable or corrupt Keras HDF5 file ({exc!r})") from None
     return ModelFile(path, "h5", model_class, top, every, weights, version)
 
 
@@ -433,7 +440,7 @@ def zero_filters(class_name: str, weights: Mapping[str, np.ndarray],
     Example:
         >>> import numpy as np
         >>> w = zero_filters("Conv2D", {"kernel": np.ones((3, 3, 2, 4)), "bias": np.ones(4)}, [1, 3])
-        >>> w["bias"].tolist(), w["kernel"][..., 1].any(), w["kernel"][..., 0].all()
+        >>> w["bias"].tolist(), bool(w["kernel"][..., 1].any()), bool(w["kernel"][..., 0].all())
         ([1.0, 0.0, 1.0, 0.0], False, True)
     """
     kname, kind = _filter_rule(class_name, weights)

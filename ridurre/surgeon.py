@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import numbers
 
 import numpy as np
@@ -188,6 +189,10 @@ class Surgeon:
         for use in trace.uses.values():
             layer = use.layer
             if _graph._is_model(layer):
+                plans[id(layer)] = ("model", [
+                    None if deleted.size == 0 or zero else int(np.count_nonzero(~np.isin(trace.units.roots(lay), deleted)))
+                    for lay in use.model_in_layouts
+                ])
                 continue
             built = bool(layer.weights) or layer.built
             weights = _weights_dict(layer) if layer.weights else {}
@@ -212,6 +217,8 @@ def _rebuild(model, plans, edits):
     def build(layer):
         if isinstance(layer, keras.layers.Lambda):
             return layer  # weightless user code: reuse rather than deserialize it unsafely
+        if _graph._is_model(layer):
+            return clone(layer, plans[id(layer)][1])
         config, weights = plans.get(id(layer), (layer.get_config(), None))
         new = layer.__class__.from_config(config)
         if weights:
@@ -240,17 +247,29 @@ def _rebuild(model, plans, edits):
             return args[0]
         if edit and edit[0] == "insert":
             args = (new_layers[("insert", id(old))](args[0]),) + args[1:]
+        if edit and edit[0] == "replace":
+            kwargs = _accepted_kwargs(new_layer, kwargs)
         return new_layer(*args, **kwargs)
 
-    if edits and isinstance(model, keras.Sequential):
-        new_model = _rebuild_sequential(model, recording_clone, edits, new_layers)
-    else:
-        new_model = keras.models.clone_model(
-            model,
-            clone_function=recording_clone,
+    def clone(model, channels=None):
+        """Clone a (possibly nested) model; ``channels`` gives the new width of each input."""
+        inputs = None
+        if channels is not None and any(c is not None for c in channels):
+            flat = list(model.inputs)
+            shapes = [t.shape if c is None else tuple(t.shape[:-1]) + (c,) for t, c in zip(flat, channels)]
+            new_inputs = [keras.Input(batch_shape=s, dtype=t.dtype, name=t.name) for s, t in zip(shapes, flat)]
+            inputs = new_inputs[0] if isinstance(model, keras.Sequential) else keras.tree.pack_sequence_as(
+                model._inputs_struct, new_inputs)
+        if isinstance(model, keras.Sequential):
+            if edits:
+                return _rebuild_sequential(model, recording_clone, edits, new_layers, inputs)
+            return keras.models.clone_model(model, input_tensors=inputs, clone_function=recording_clone)
+        return keras.models.clone_model(
+            model, input_tensors=inputs, clone_function=recording_clone,
             call_function=call_function if edits else None,
-            recursive=True,
         )
+
+    new_model = clone(model)
     for new, weights in weights_for:
         try:
             new.set_weights(_weights_list(new, weights))
@@ -259,7 +278,15 @@ def _rebuild(model, plans, edits):
     return new_model
 
 
-def _rebuild_sequential(model, clone_function, edits, new_layers):
+def _accepted_kwargs(layer, kwargs):
+    """The call kwargs of the replaced layer (``mask``, ``training``) that ``layer`` accepts."""
+    params = inspect.signature(layer.call).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+def _rebuild_sequential(model, clone_function, edits, new_layers, inputs=None):
     layers = []
     for layer in model.layers:
         edit = edits.get(id(layer))
@@ -269,7 +296,8 @@ def _rebuild_sequential(model, clone_function, edits, new_layers):
         if edit and edit[0] == "insert":
             layers.append(new_layers[("insert", id(layer))])
         layers.append(new)
-    inputs = keras.Input(batch_shape=model.inputs[0].shape, dtype=model.inputs[0].dtype)
+    if inputs is None:
+        inputs = keras.Input(batch_shape=model.inputs[0].shape, dtype=model.inputs[0].dtype)
     return keras.Sequential([inputs] + layers, name=model.name)
 
 
