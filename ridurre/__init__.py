@@ -22,12 +22,42 @@ _EXPORTS = {
     "insert_layer": "ridurre.surgeon",
     "replace_layer": "ridurre.surgeon",
     "register_rule": "ridurre.rules",
+    # the loop and its methods
+    "BasePruning": "ridurre.pruning",
+    "IterationRecord": "ridurre.pruning",
+    "GroupView": "ridurre.views",
+    "RandomFilterPruning": "ridurre.methods",
+    "KMeansFilterPruning": "ridurre.methods",
+    "L1FilterPruning": "ridurre.methods",
+    "L2FilterPruning": "ridurre.methods",
+    "BNScaleFilterPruning": "ridurre.methods",
+    "ActivationFilterPruning": "ridurre.methods",
+    "ScoreFilterPruning": "ridurre.methods",
+    "define_prune_bins": "ridurre.selection",
+    # metrics
+    "model_stats": "ridurre.metrics",
+    "count_params": "ridurre.metrics",
+    "measure_latency": "ridurre.metrics",
+    "model_size_bytes": "ridurre.metrics",
+    # score files and masks (TensorFlow-free)
+    "apply_pruned_weights": "ridurre.masks",
+    "read_model_file": "ridurre.masks",
+    "prune_by_scores": "ridurre.prune_scores",
+    "ScoreFileError": "ridurre.prune_scores",
+    "frequency_response_scores": "ridurre.ssvep",
+    "score_model_layer": "ridurre.ssvep",
+    "write_scores_csv": "ridurre.ssvep",
 }
+
+_SUBMODULES = ("models", "datasets", "metrics", "schedules", "importance", "selection", "surgeon", "graph",
+               "rules", "masks", "ssvep", "prune_scores", "sensitivity")
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
 def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"ridurre.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'ridurre' has no attribute {name!r}")

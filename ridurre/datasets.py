@@ -110,11 +110,11 @@ def _labels(y, source):
 
 
 def _split(y, fraction, rng):
-    """Return (keep, holdout) indices, stratified by label when possible."""
+    """Return sorted (keep, holdout) indices, stratified when possible."""
     n = len(y)
     n_out = int(round(n * fraction))
     if n_out == 0:
-        return rng.permutation(n), np.empty(0, dtype="int64")
+        return np.arange(n), np.empty(0, dtype="int64")
     classes, counts = np.unique(y, return_counts=True)
     if n_out < len(classes) or counts.min() < 2 or n - n_out < len(classes):
         order = rng.permutation(n)

@@ -173,40 +173,64 @@ class Surgeon:
                     )
         return np.asarray(sorted(deleted), dtype=np.int64)
 
-    def _masks(self, trace, use, deleted):
-        def mask(layout):
-            if layout is None or deleted.size == 0:
-                return None
-            gone = np.isin(trace.units.roots(layout), deleted)
-            return gone if gone.any() else None
-
-        return mask(use.in_layout), mask(use.out_layout)
-
     def _run(self, zero):
         trace = _graph.trace_model(self.model, self._edits)
         deleted = self._deleted_roots(trace)
-        plans = {}  # id(layer) -> (config, weights or None)
-        for use in trace.uses.values():
-            layer = use.layer
-            if _graph._is_model(layer):
-                plans[id(layer)] = ("model", [
-                    None if deleted.size == 0 or zero else int(np.count_nonzero(~np.isin(trace.units.roots(lay), deleted)))
-                    for lay in use.model_in_layouts
-                ])
-                continue
-            built = bool(layer.weights) or layer.built
+        return _rebuild(self.model, plan_layers(trace, deleted, zero=zero), self._edits)
+
+
+def _gone_masks(trace, use, deleted):
+    """Boolean masks of the input and output channel positions of ``use`` that are deleted."""
+
+    def mask(layout):
+        if layout is None or deleted.size == 0:
+            return None
+        gone = np.isin(trace.units.roots(layout), deleted)
+        return gone if gone.any() else None
+
+    return mask(use.in_layout), mask(use.out_layout)
+
+
+def plan_layers(trace, deleted, zero=False, shapes_only=False):
+    """For every layer of a traced model, its config and weights once ``deleted`` units are gone.
+
+    Args:
+        trace: a :class:`ridurre.graph.Trace`.
+        deleted: int array of the unit roots to delete.
+        zero: keep shapes and zero the channels instead of removing them.
+        shapes_only: slice placeholder arrays instead of the real weights (cheap: used to
+            estimate params and MACs of a planned deletion without rebuilding anything).
+
+    Returns:
+        dict ``id(layer) -> (config, weights dict or None)``; nested models map to
+        ``("model", [new width of each input])``.
+    """
+    deleted = np.asarray(deleted, dtype=np.int64)
+    plans = {}
+    for use in trace.uses.values():
+        layer = use.layer
+        if _graph._is_model(layer):
+            plans[id(layer)] = ("model", [
+                None if deleted.size == 0 or zero else int(np.count_nonzero(~np.isin(trace.units.roots(lay), deleted)))
+                for lay in use.model_in_layouts
+            ])
+            continue
+        built = bool(layer.weights) or layer.built
+        if shapes_only:
+            weights = {v.name: np.broadcast_to(np.zeros(1, np.int8), tuple(v.shape)) for v in layer.weights}
+        else:
             weights = _weights_dict(layer) if layer.weights else {}
-            config = layer.get_config()
-            gone_in, gone_out = self._masks(trace, use, deleted) if use.rule is not None else (None, None)
-            if gone_in is not None or gone_out is not None:
-                if zero:
-                    weights = use.rule.zero(layer, weights, gone_in, gone_out)
-                else:
-                    keep_in = None if gone_in is None else ~gone_in
-                    keep_out = None if gone_out is None else ~gone_out
-                    config, weights = use.rule.slice(layer, config, weights, keep_in, keep_out)
-            plans[id(layer)] = (config, weights if built else None)
-        return _rebuild(self.model, plans, self._edits)
+        config = layer.get_config()
+        gone_in, gone_out = _gone_masks(trace, use, deleted) if use.rule is not None else (None, None)
+        if gone_in is not None or gone_out is not None:
+            if zero:
+                weights = use.rule.zero(layer, weights, gone_in, gone_out)
+            else:
+                keep_in = None if gone_in is None else ~gone_in
+                keep_out = None if gone_out is None else ~gone_out
+                config, weights = use.rule.slice(layer, config, weights, keep_in, keep_out)
+        plans[id(layer)] = (config, weights if built else None)
+    return plans
 
 
 def _rebuild(model, plans, edits):

@@ -37,3 +37,30 @@ def _leaf_layers(model):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from ridurre.datasets import load_digits
+
+    return load_digits()
+
+
+def compile_classifier(model):
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+
+
+@pytest.fixture(scope="session")
+def trained_resnet(digits):
+    """A small residual CNN trained on the bundled digits (about 97 % test accuracy)."""
+    import keras
+    from ridurre.models import small_resnet
+
+    keras.utils.set_random_seed(0)
+    model = small_resnet(filters=24)
+    compile_classifier(model)
+    model.fit(digits.x_train, digits.y_train, epochs=12, batch_size=32, verbose=0)
+    return model

@@ -256,6 +256,19 @@ def test_kmeans_wide_matrix_reduction_is_exact():
     np.testing.assert_allclose(d(x), d(w), atol=1e-9)
 
 
+def test_kmeans_max_features_projection_path():
+    # n and f both above max_features: rows are projected on their top principal components
+    w = _random_filters(40, 50, seed=4)
+    w[9] = w[30]
+    x = imp._kmeans_features([w], standardize=False, max_features=8, seed=0)
+    assert x.shape == (40, 8)
+    kept = imp.kmeans_keep([w], 39, seed=0, max_features=8)
+    assert len(np.unique(kept)) == 39 and (9 in kept) != (30 in kept)
+    np.testing.assert_array_equal(kept, imp.kmeans_keep([w], 39, seed=0, max_features=8))
+    with pytest.raises(ValueError, match="max_features must be"):
+        imp.kmeans_keep([w], 39, max_features=0)
+
+
 def test_kmeans_standardize_makes_member_scale_irrelevant():
     a, b = _random_filters(30, 12, seed=8), _random_filters(30, 40, seed=9)
     ref = imp.kmeans_keep([a, b], 20, seed=0, standardize=True)
@@ -298,15 +311,11 @@ def test_kmeans_rejects_bad_matrices_and_params():
         imp.kmeans_keep([np.ones((6, 2))], 3, n_init=0)
 
 
-def test_kmeans_large_layer_is_fast_enough():
-    # 512 x 4608 is VGG16-CIFAR10's largest kernel: must take seconds, not minutes.
-    import time
-
+def test_kmeans_on_vgg16s_largest_kernel_keeps_the_asked_count():
+    # 512 x 4608 is VGG16-CIFAR10's largest kernel; its speed is measured in bench/kmeans_scoring.py
     w = _random_filters(512, 4608, seed=0).astype(np.float32)
-    t0 = time.perf_counter()
     kept = imp.kmeans_keep([w], 461, seed=0)
-    assert len(kept) == 461
-    assert time.perf_counter() - t0 < 20.0
+    assert len(kept) == 461 and len(np.unique(kept)) == 461
 
 
 # --------------------------------------------------------------------------- registry

@@ -81,6 +81,8 @@ def test_keras_mobilenetv2():
     # grouped convolution divides by the groups
     (layers.Conv2D(8, 3, padding="same", groups=4), (6, 6, 8),
      6 * 6 * 8 * 9 * 8 // 4),
+    (layers.Conv2D(4, 3, padding="same", data_format="channels_first"),
+     (3, 8, 8), 8 * 8 * 4 * 9 * 3),
     (layers.Conv1D(6, 5, padding="same"), (20, 3), 20 * 6 * 5 * 3),
     (layers.Conv3D(2, 3, padding="same"), (4, 4, 4, 3), 64 * 2 * 27 * 3),
     # transposed: every input position through the kernel
@@ -249,6 +251,7 @@ def test_uncounted_layers_are_reported():
 
 def test_to_dict_is_json_serialisable():
     stats = model_stats(small_cnn())
+    assert isinstance(stats, ModelStats)
     data = json.loads(json.dumps(stats.to_dict()))
     assert data["total_params"] == stats.total_params
     assert data["total_macs"] == stats.total_macs

@@ -50,8 +50,8 @@ def test_select_lowest_hand_examples():
     np.testing.assert_array_equal(sel.select_lowest(np.arange(10.0), 3, round_to=4), [0, 1])
     # group smaller than round_to: stays whole
     np.testing.assert_array_equal(sel.select_lowest(np.arange(3.0), 2, round_to=4), [])
-    # max_fraction 0.3 of 10 is 3 (no floating-point 2.999...)
-    assert len(sel.select_lowest(np.arange(10.0), 5, max_fraction=0.3)) == 3
+    # max_fraction 0.29 of 100 is 29, although 0.29 * 100 == 28.999999999999996
+    assert len(sel.select_lowest(np.arange(100.0), 50, max_fraction=0.29)) == 29
 
 
 @FAST

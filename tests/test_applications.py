@@ -1,0 +1,278 @@
+"""The keras.applications zoo through the channel surgeon.
+
+For every architecture in ``keras.applications`` (built with ``weights=None``, random weights):
+
+(a) a few prunable groups, sampled with a seeded RNG, lose random channels of one (or two)
+    of their producers, all through ONE :class:`ridurre.Surgeon` (jobs on the same group
+    delete the union of their channels);
+(b) ~30 % of the channels of EVERY prunable group are deleted in one ``operate()``.
+
+Each pruned model must build, run, and give the output of the zeroed original built from the
+same jobs (``Surgeon._run(zero=True)``), within 1e-4 relative tolerance. Where deleted channels
+pass through LayerNormalization or GroupNormalization (ConvNeXt), the statistics change, so
+only the structure is checked there (widths, shapes, finite outputs). Every producer of a pruned
+group must lose exactly the deleted channels, (b) must leave fewer parameters, and every
+unprunable group must say why.
+
+The default run covers a fast subset; the whole zoo is marked ``slow`` (CI runs it too).
+Input sizes are the smallest each architecture accepts (32, or 75/71 for the Inception family
+and Xception) to keep time down: surgery time depends on the number of layers, not on the input.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import gc  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import keras  # noqa: E402
+from keras import layers as L  # noqa: E402
+
+from ridurre.graph import channel_groups, resolve_layer  # noqa: E402
+from ridurre.surgeon import Surgeon  # noqa: E402
+
+SEED = 20240521
+BATCH = 2
+FRACTION = 0.3
+SAMPLED_GROUPS = 3
+
+# name -> input height/width (the smallest the architecture accepts; include_top=True, 10 classes)
+ZOO = {
+    "VGG16": 32,
+    "VGG19": 32,
+    "ResNet50": 32,
+    "ResNet101": 32,
+    "ResNet152": 32,
+    "ResNet50V2": 32,
+    "ResNet101V2": 32,
+    "ResNet152V2": 32,
+    "DenseNet121": 32,
+    "DenseNet169": 32,
+    "DenseNet201": 32,
+    "MobileNet": 32,
+    "MobileNetV2": 32,
+    "MobileNetV3Small": 32,
+    "MobileNetV3Large": 32,
+    "EfficientNetB0": 32,
+    "EfficientNetB1": 32,
+    "EfficientNetB2": 32,
+    "EfficientNetB3": 32,
+    "EfficientNetB4": 32,
+    "EfficientNetB5": 32,
+    "EfficientNetB6": 32,
+    "EfficientNetB7": 32,
+    "EfficientNetV2B0": 32,
+    "EfficientNetV2B1": 32,
+    "EfficientNetV2B2": 32,
+    "EfficientNetV2B3": 32,
+    "EfficientNetV2S": 32,
+    "EfficientNetV2M": 32,
+    "EfficientNetV2L": 32,
+    "InceptionV3": 75,
+    "InceptionResNetV2": 75,
+    "Xception": 71,
+    "NASNetMobile": 32,
+    "NASNetLarge": 32,
+    "ConvNeXtTiny": 32,
+    "ConvNeXtSmall": 32,
+    "ConvNeXtBase": 32,
+    "ConvNeXtLarge": 32,
+    "ConvNeXtXLarge": 32,
+}
+FAST = ("VGG16", "ResNet50", "MobileNetV2", "DenseNet121")
+
+# Layers whose output for a channel depends on the other channels' values: deleting a channel
+# there is not the same as zeroing it, so only the structure can be compared.
+MIXING = (L.LayerNormalization, L.GroupNormalization)
+
+
+def _zoo_params():
+    params = []
+    for name, size in ZOO.items():
+        marks = () if name in FAST else (pytest.mark.slow,)
+        params.append(pytest.param(name, size, marks=marks, id=name))
+    return params
+
+
+def test_zoo_lists_every_application():
+    """A new keras.applications architecture must be added to ZOO (or this test says which)."""
+    available = {n for n in dir(keras.applications) if n[:1].isupper() and callable(getattr(keras.applications, n))}
+    assert sorted(available - set(ZOO)) == []
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def build(name, size):
+    keras.utils.set_random_seed(SEED)  # deterministic kernels
+    return getattr(keras.applications, name)(
+        weights=None, input_shape=(size, size, 3), include_top=True, classes=10, classifier_activation=None
+    )
+
+
+def randomize(model, seed=SEED):
+    """Random biases, normalization parameters and statistics (variances positive), so that
+    slicing them matters; kernels keep their (seeded, well-scaled) initializers."""
+    rng = np.random.default_rng(seed)
+    for layer in _leaf_layers(model):
+        if not layer.weights or isinstance(layer, L.Normalization):
+            continue
+        values = []
+        for var, value in zip(layer.weights, layer.get_weights()):
+            name = var.name
+            if value.ndim != 1 or value.dtype.kind != "f":
+                values.append(value)
+                continue
+            if name in ("moving_variance", "variance"):
+                value = rng.uniform(0.5, 1.5, value.shape)
+            elif name in ("gamma", "scale", "alpha"):  # also ConvNeXt's LayerScale (1e-6 initially)
+                value = rng.uniform(0.5, 1.5, value.shape)
+            else:  # bias, beta, moving_mean
+                value = rng.normal(0.0, 0.2, value.shape)
+            values.append(value.astype(var.dtype))
+        layer.set_weights(values)
+    return model
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def forward(model, x):
+    return np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
+
+
+def deleted_channels(jobs, groups_by_producer):
+    """{group id: set of group channels} deleted by ``jobs`` (union over jobs)."""
+    deleted = {}
+    for producer, positions in jobs:
+        group = groups_by_producer[producer]
+        index = group.positions[producer]
+        deleted.setdefault(group.id, set()).update(int(index[p]) for p in positions)
+    return deleted
+
+
+def check_widths(pruned, groups, deleted):
+    """Every producer of a pruned group lost exactly the positions carrying deleted channels."""
+    for gid, channels in deleted.items():
+        group = groups[gid]
+        for producer in group.producers:
+            index = group.positions[producer]
+            expected = int(np.count_nonzero(~np.isin(index, sorted(channels))))
+            got = resolve_layer(pruned, producer).output.shape[-1]
+            assert got == expected, f"{producer}: {got} channels after pruning, expected {expected}"
+
+
+def needs_structure_only(model, groups, deleted):
+    """True when a deleted channel passes through a channel-mixing normalization."""
+    if any(isinstance(lay, MIXING) and not lay.weights for lay in _leaf_layers(model)):
+        return True  # weightless normalization: not listed as a carrier, so be conservative
+    return any(
+        isinstance(resolve_layer(model, path), MIXING) for gid in deleted for path in groups[gid].carriers
+    )
+
+
+def operate_and_compare(model, groups, jobs, x, reference):
+    """Run ``jobs`` through one Surgeon; compare the pruned model to the zeroed one."""
+    by_producer = {p: g for g in groups for p in g.producers}
+    surgeon = Surgeon(model)
+    for producer, positions in jobs:
+        surgeon.add_job("delete_channels", producer, channels=positions)
+    pruned = surgeon.operate()
+    zeroed = surgeon._run(zero=True)
+    deleted = deleted_channels(jobs, by_producer)
+    check_widths(pruned, groups, deleted)
+
+    out_pruned = forward(pruned, x)
+    out_zeroed = forward(zeroed, x)
+    assert out_pruned.shape == out_zeroed.shape == reference.shape
+    assert np.isfinite(out_pruned).all() and np.isfinite(out_zeroed).all()
+    if needs_structure_only(model, groups, deleted):
+        return pruned, False
+    scale = max(1.0, float(np.abs(out_zeroed).max()))
+    np.testing.assert_allclose(out_pruned, out_zeroed, rtol=1e-4, atol=1e-4 * scale)
+    return pruned, True
+
+
+def sample_jobs(groups, rng):
+    """(a): up to SAMPLED_GROUPS prunable groups; random channels of one random producer of
+    each, and, when the group has several producers, an overlapping set of a second one (the
+    surgeon deletes the union). One random position per channel is named: deleting it must
+    delete every position carrying that channel."""
+    candidates = [g for g in groups if g.prunable and g.size >= 2]
+    picked = rng.choice(len(candidates), size=min(SAMPLED_GROUPS, len(candidates)), replace=False)
+    jobs = []
+    for i in sorted(picked.tolist()):
+        group = candidates[i]
+        budget = max(1, (group.size - 1) // 2)  # the union keeps at least half of the group
+        union = rng.choice(group.size, size=int(rng.integers(1, budget + 1)), replace=False)
+        producers = list(group.producers)
+        first = producers.pop(int(rng.integers(len(producers))))
+        if producers and len(union) >= 2:
+            second = producers[int(rng.integers(len(producers)))]
+            cut = len(union) // 2 + 1
+            sets = [(first, union[:cut]), (second, union[cut - 1:])]  # overlapping by one channel
+        else:
+            sets = [(first, union)]
+        for producer, channels in sets:
+            index = group.positions[producer]
+            positions = [int(rng.choice(np.flatnonzero(index == c))) for c in channels.tolist()]
+            jobs.append((producer, sorted(positions)))
+    return jobs
+
+
+def all_group_jobs(groups, rng, fraction=FRACTION):
+    """(b): ``fraction`` of every prunable group, as all positions of its first producer."""
+    jobs = []
+    for group in groups:
+        if not group.prunable or group.size < 2:
+            continue
+        k = min(group.size - 1, max(1, int(round(fraction * group.size))))
+        chosen = rng.choice(group.size, size=k, replace=False)
+        producer = group.producers[0]
+        jobs.append((producer, np.flatnonzero(np.isin(group.positions[producer], chosen)).tolist()))
+    return jobs
+
+
+# -- the test ----------------------------------------------------------------------------------
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("name, size", _zoo_params())
+def test_application(name, size):
+    keras.backend.clear_session()
+    model = randomize(build(name, size))
+    rng = np.random.default_rng(SEED)
+    x = rng.normal(size=(BATCH, size, size, 3)).astype("float32")
+    reference = forward(model, x)
+    assert np.isfinite(reference).all()
+
+    groups = channel_groups(model)
+    for group in groups:
+        if group.prunable:
+            assert group.reason is None, (group.producers, group.reason)
+        else:
+            assert isinstance(group.reason, str) and group.reason.strip(), (group.producers, group.reason)
+    prunable = [g for g in groups if g.prunable and g.size >= 2]
+    assert prunable, f"{name}: no prunable group; reasons: {sorted({g.reason for g in groups})}"
+
+    # (a) a few sampled groups, one Surgeon
+    jobs = sample_jobs(groups, rng)
+    pruned, _ = operate_and_compare(model, groups, jobs, x, reference)
+    del pruned
+    gc.collect()
+
+    # (b) ~30 % of every prunable group at once
+    jobs = all_group_jobs(groups, rng)
+    assert len(jobs) == len(prunable)
+    pruned, _ = operate_and_compare(model, groups, jobs, x, reference)
+    assert pruned.count_params() < model.count_params()
+    del pruned, model
+    keras.backend.clear_session()
+    gc.collect()
