@@ -29,6 +29,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ridurre._validation import check_int
+
 __all__ = [
     "CRITERIA",
     "Criterion",
@@ -52,12 +54,6 @@ ACTIVATION_KINDS = ("mean", "apoz")
 # --------------------------------------------------------------------------- validation
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_reduction(reduction: Any) -> str:
@@ -256,7 +252,7 @@ def random_scores(n: int, seed: int | np.random.Generator | None = None) -> np.n
         >>> bool((random_scores(4, seed=0) == s).all())
         True
     """
-    n = _check_int(n, "n", 1)
+    n = check_int(n, "n", 1)
     return np.random.default_rng(seed).random(n)
 
 
@@ -514,13 +510,13 @@ def _kmeans_validate(
 ) -> tuple[list[np.ndarray], int]:
     members = _weight_matrices(mats)
     n = members[0].shape[0]
-    n_keep = _check_int(n_keep, "n_keep", 1)
+    n_keep = check_int(n_keep, "n_keep", 1)
     if n_keep > n:
         raise ValueError(f"n_keep must be between 1 and the number of channels ({n}), got {n_keep}")
-    _check_int(n_init, "n_init", 1)
-    _check_int(max_iter, "max_iter", 1)
+    check_int(n_init, "n_init", 1)
+    check_int(max_iter, "max_iter", 1)
     if max_features is not None:
-        _check_int(max_features, "max_features", 1)
+        check_int(max_features, "max_features", 1)
     return members, n_keep
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import keras
 
 from ridurre import graph as _graph
+from ridurre._validation import check_int, check_unit
 from ridurre import selection as _selection
 from ridurre import surgeon as _surgeon
 from ridurre.checkpoints import load_state, save_model_atomic, save_state, write_history
@@ -198,23 +199,15 @@ class BasePruning(abc.ABC):
     # -- validation helpers ------------------------------------------------------------------
     @staticmethod
     def _check_int(value, name, minimum):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-        return int(value)
+        return check_int(value, name, minimum)
 
     @staticmethod
     def _check_fraction(value, name):
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-            raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
-        return float(value)
+        return None if value is None else check_unit(value, name, lower_open=True)
 
     @staticmethod
     def _check_factor(value, name):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-        return float(value)
+        return check_unit(value, name)
 
     @staticmethod
     def _patterns(values, name):

@@ -29,6 +29,8 @@ import math
 import numbers
 from typing import Any, Sequence
 
+from ridurre._validation import check_int, check_unit
+
 __all__ = [
     "Schedule",
     "constant",
@@ -40,22 +42,8 @@ __all__ = [
 ]
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
 
 
-def _check_unit(value: Any, name: str, *, upper_open: bool = False) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and 0.0 <= value <= 1.0
-    if ok and upper_open and value >= 1.0:
-        ok = False
-    if not ok:
-        interval = "[0, 1)" if upper_open else "[0, 1]"
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
-    return float(value)
 
 
 class Schedule:
@@ -73,7 +61,7 @@ class Schedule:
     """
 
     def __call__(self, factor: float, iteration: int) -> float:
-        return float(self.value(_check_int(iteration, "iteration", 0)))
+        return float(self.value(check_int(iteration, "iteration", 0)))
 
     def value(self, iteration: int) -> float:  # pragma: no cover - abstract
         """The factor for the 0-based ``iteration``."""
@@ -121,7 +109,7 @@ class _PolynomialDecay(Schedule):
             >>> polynomial_decay(0.0, 0.5, 4).sparsity(4)
             0.5
         """
-        t = min(_check_int(iteration, "iteration", 0), self.n_iterations) / self.n_iterations
+        t = min(check_int(iteration, "iteration", 0), self.n_iterations) / self.n_iterations
         s_i, s_f = self.initial_sparsity, self.final_sparsity
         return s_f + (s_i - s_f) * (1.0 - t) ** self.power
 
@@ -144,7 +132,7 @@ def constant(factor: float) -> Schedule:
         >>> s(0.5, 0), s(0.5, 10)
         (0.9, 0.9)
     """
-    return _Constant(_check_unit(factor, "factor"))
+    return _Constant(check_unit(factor, "factor"))
 
 
 def linear(start: float, end: float, n_iterations: int) -> Schedule:
@@ -166,7 +154,7 @@ def linear(start: float, end: float, n_iterations: int) -> Schedule:
         [0.9, 0.8, 0.7, 0.6, 0.5, 0.5]
     """
     return _Linear(
-        _check_unit(start, "start"), _check_unit(end, "end"), _check_int(n_iterations, "n_iterations", 1)
+        check_unit(start, "start"), check_unit(end, "end"), check_int(n_iterations, "n_iterations", 1)
     )
 
 
@@ -185,10 +173,10 @@ def step(boundaries: Sequence[int], values: Sequence[float]) -> Schedule:
         >>> [s(0.0, t) for t in range(7)]
         [0.9, 0.9, 0.8, 0.8, 0.8, 0.7, 0.7]
     """
-    b = [_check_int(x, f"boundaries[{i}]", 1) for i, x in enumerate(boundaries)]
+    b = [check_int(x, f"boundaries[{i}]", 1) for i, x in enumerate(boundaries)]
     if any(y <= x for x, y in zip(b, b[1:])):
         raise ValueError(f"boundaries must be strictly increasing, got {b}")
-    v = [_check_unit(x, f"values[{i}]") for i, x in enumerate(values)]
+    v = [check_unit(x, f"values[{i}]") for i, x in enumerate(values)]
     if len(v) != len(b) + 1:
         raise ValueError(
             f"values must have len(boundaries) + 1 = {len(b) + 1} items (one per interval), got {len(v)}"
@@ -235,13 +223,13 @@ def polynomial_decay(
         >>> polynomial_decay(0.0, 0.5, 2, power=1, kind="keep")(1.0, 0)
         0.75
     """
-    s_i = _check_unit(initial_sparsity, "initial_sparsity", upper_open=True)
-    s_f = _check_unit(final_sparsity, "final_sparsity", upper_open=True)
+    s_i = check_unit(initial_sparsity, "initial_sparsity", upper_open=True)
+    s_f = check_unit(final_sparsity, "final_sparsity", upper_open=True)
     if s_f < s_i:
         raise ValueError(
             f"final_sparsity ({s_f}) must be >= initial_sparsity ({s_i}): channels are never restored"
         )
-    n = _check_int(n_iterations, "n_iterations", 1)
+    n = check_int(n_iterations, "n_iterations", 1)
     if isinstance(power, bool) or not isinstance(power, numbers.Real) or not (0 < power < math.inf):
         raise ValueError(f"power must be a finite number > 0, got {power!r}")
     if kind not in ("remove", "keep"):
@@ -266,8 +254,8 @@ def per_step_fraction(prev_sparsity: float, next_sparsity: float) -> float:
         >>> per_step_fraction(0.0, 0.5), per_step_fraction(0.5, 0.75)
         (0.5, 0.5)
     """
-    prev = _check_unit(prev_sparsity, "prev_sparsity", upper_open=True)
-    nxt = _check_unit(next_sparsity, "next_sparsity")
+    prev = check_unit(prev_sparsity, "prev_sparsity", upper_open=True)
+    nxt = check_unit(next_sparsity, "next_sparsity")
     if nxt < prev:
         raise ValueError(f"next_sparsity ({nxt}) must be >= prev_sparsity ({prev}): channels are never restored")
     return min(1.0, max(0.0, (nxt - prev) / (1.0 - prev)))
@@ -292,10 +280,10 @@ def n_remove_for_target(n_original: int, n_current: int, target_sparsity: float)
         >>> n_remove_for_target(64, 64, 0.25), n_remove_for_target(64, 50, 0.25)
         (16, 2)
     """
-    n_original = _check_int(n_original, "n_original", 1)
-    n_current = _check_int(n_current, "n_current", 1)
+    n_original = check_int(n_original, "n_original", 1)
+    n_current = check_int(n_current, "n_current", 1)
     if n_current > n_original:
         raise ValueError(f"n_current ({n_current}) must be <= n_original ({n_original})")
-    target = _check_unit(target_sparsity, "target_sparsity")
+    target = check_unit(target_sparsity, "target_sparsity")
     kept = max(1, math.ceil(round(n_original * (1.0 - target), 9)))
     return max(0, n_current - kept)

@@ -27,6 +27,8 @@ from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 
+from ridurre._validation import check_int, check_unit
+
 __all__ = [
     "PruneBins",
     "allocate_global",
@@ -39,18 +41,8 @@ __all__ = [
 # --------------------------------------------------------------------------- validation
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
 
 
-def _check_fraction(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0.0 <= value <= 1.0):
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)
 
 
 def _check_scores(scores: Any, name: str = "scores") -> np.ndarray:
@@ -68,11 +60,11 @@ def _check_scores(scores: Any, name: str = "scores") -> np.ndarray:
 
 
 def _check_bounds(min_channels: Any, max_fraction: Any, round_to: Any) -> tuple[int, float | None, int | None]:
-    min_channels = _check_int(min_channels, "min_channels", 1)
+    min_channels = check_int(min_channels, "min_channels", 1)
     if max_fraction is not None:
-        max_fraction = _check_fraction(max_fraction, "max_fraction")
+        max_fraction = check_unit(max_fraction, "max_fraction")
     if round_to is not None:
-        round_to = _check_int(round_to, "round_to", 1)
+        round_to = check_int(round_to, "round_to", 1)
     return min_channels, max_fraction, round_to
 
 
@@ -130,7 +122,7 @@ def select_lowest(
         array([1, 3])
     """
     s = _check_scores(scores)
-    n_remove = _check_int(n_remove, "n_remove", 0)
+    n_remove = check_int(n_remove, "n_remove", 0)
     min_channels, max_fraction, round_to = _check_bounds(min_channels, max_fraction, round_to)
     n = len(s)
     kept = max(n - n_remove, _min_kept(n, min_channels, max_fraction))
@@ -191,7 +183,7 @@ def allocate_global(
         raise ValueError(
             f"group_scores must be a mapping group key -> 1-D scores, got {type(group_scores).__name__}"
         )
-    total_remove = _check_int(total_remove, "total_remove", 0)
+    total_remove = check_int(total_remove, "total_remove", 0)
     min_channels, max_fraction, round_to = _check_bounds(min_channels, max_fraction, round_to)
 
     keys = list(group_scores)
@@ -257,7 +249,7 @@ def channels_to_keep(nb_channels: int, keep_factor: float) -> tuple[int, int]:
         >>> channels_to_keep(10, 0.0)
         (1, 9)
     """
-    nb_channels = _check_int(nb_channels, "nb_channels", 1)
+    nb_channels = check_int(nb_channels, "nb_channels", 1)
     if isinstance(keep_factor, bool) or not isinstance(keep_factor, numbers.Real) or not keep_factor >= 0:
         raise ValueError(f"keep_factor must be a number >= 0, got {keep_factor!r}")
     if math.isinf(keep_factor):
@@ -300,7 +292,7 @@ class PruneBins:
             >>> define_prune_bins([1, 64, 256], [0.5, 0.8]).factor_for(64)
             0.8
         """
-        nb_channels = _check_int(nb_channels, "nb_channels", 0)
+        nb_channels = check_int(nb_channels, "nb_channels", 0)
         i = bisect.bisect_right(self.channel_number_bins, nb_channels) - 1
         if 0 <= i < len(self.pruning_factors_for_bins):
             return self.pruning_factors_for_bins[i]
@@ -347,8 +339,8 @@ def define_prune_bins(
         )
     if not factors:
         raise ValueError("pruning_factors_for_bins must define at least one bin, got none")
-    edges = [_check_int(e, f"channel_number_bins[{i}]", 0) for i, e in enumerate(edges)]
+    edges = [check_int(e, f"channel_number_bins[{i}]", 0) for i, e in enumerate(edges)]
     if any(b <= a for a, b in zip(edges, edges[1:])):
         raise ValueError(f"channel_number_bins must be strictly increasing, got {edges}")
-    factors = [_check_fraction(f, f"pruning_factors_for_bins[{i}]") for i, f in enumerate(factors)]
+    factors = [check_unit(f, f"pruning_factors_for_bins[{i}]") for i, f in enumerate(factors)]
     return PruneBins(tuple(edges), tuple(factors))
