@@ -33,6 +33,8 @@ _EXPORTS = {
     "BNScaleFilterPruning": "ridurre.methods",
     "ActivationFilterPruning": "ridurre.methods",
     "ScoreFilterPruning": "ridurre.methods",
+    "SSVEPScorePruning": "ridurre.ssvep_pruning",
+    "find_temporal_layers": "ridurre.ssvep_pruning",
     "define_prune_bins": "ridurre.selection",
     # metrics
     "model_stats": "ridurre.metrics",
@@ -50,7 +52,8 @@ _EXPORTS = {
 }
 
 _SUBMODULES = ("models", "datasets", "metrics", "schedules", "importance", "selection", "surgeon", "graph",
-               "rules", "masks", "ssvep", "prune_scores", "sensitivity")
+               "rules", "masks", "ssvep", "ssvep_pruning", "prune_scores", "sensitivity", "views", "pruning",
+               "methods", "checkpoints")
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -159,13 +159,19 @@ class ScoreFilterPruning(_Method):
         self._scores = scores
         self._alive = {}  # layer -> original indices of the filters still present
 
+    def _fixed_scores(self, name):
+        """The given scores of layer ``name`` (original filter order), or None."""
+        if callable(self._scores):
+            return None
+        key = name if name in self._scores else name.rsplit("/", 1)[-1]
+        return np.asarray(self._scores[key], dtype=np.float64) if key in self._scores else None
+
     def _current_scores(self, name, layer, n):
         if callable(self._scores):
             return np.asarray(self._scores(name, layer), dtype=np.float64)
-        key = name if name in self._scores else name.rsplit("/", 1)[-1]
-        if key not in self._scores:
+        original = self._fixed_scores(name)
+        if original is None:
             return None
-        original = np.asarray(self._scores[key], dtype=np.float64)
         alive = self._alive.setdefault(name, np.arange(len(original)))
         if len(alive) != n:
             raise ValueError(f"scores for layer {name!r} track {len(alive)} filters but the layer has {n}")
@@ -185,11 +191,24 @@ class ScoreFilterPruning(_Method):
             raise ValueError(f"no scores given for any producer of group {view.name!r} ({view.group.producers})")
         return total
 
+    def run_pruning(self, model, prune_factor_scheduler_fn=None, custom_objects_inside_model=None):
+        self._alive = {}
+        return super().run_pruning(model, prune_factor_scheduler_fn, custom_objects_inside_model)
+
+    def _forget(self, removed):
+        for path, positions in removed.items():  # keep the original indices of surviving filters
+            original = self._fixed_scores(path)
+            if original is not None:
+                alive = self._alive.setdefault(path, np.arange(len(original)))
+                self._alive[path] = np.delete(alive, np.asarray(positions, dtype=np.int64))
+
+    def _after_resume(self):
+        for record in self.history:
+            self._forget(record.removed)
+
     def _prune_step(self, model, factor, iteration):
         new_model, removed = super()._prune_step(model, factor, iteration)
-        for path, positions in removed.items():  # keep the original indices of surviving filters
-            if path in self._alive:
-                self._alive[path] = np.delete(self._alive[path], positions)
+        self._forget(removed)
         return new_model, removed
 
 

@@ -254,6 +254,10 @@ class BasePruning(abc.ABC):
         """ridurre 0.0.2 hook: filter indices of a Conv2D layer to remove."""
         raise NotImplementedError
 
+    def _after_resume(self):
+        """Called once ``self.history`` holds the records of a resumed run (for subclasses that
+        track filters across iterations)."""
+
     def removal_count(self, nb_channels, factor):
         """How many of ``nb_channels`` one step removes with ``factor`` (a removal factor here;
         KMeans overrides it with the original's keep-factor semantics)."""
@@ -285,6 +289,7 @@ class BasePruning(abc.ABC):
         self._original_cost = self._cost(model)
         factor = self._pruning_factor
         iteration = 0
+        self.history = []
         if self._resume and self._output_dir:
             state = load_state(self._output_dir)
             if state is not None:
@@ -295,6 +300,7 @@ class BasePruning(abc.ABC):
                 iteration, factor = state["iteration"] + 1, state["factor"]
                 self._current_nb_of_epochs = state["epoch"]
                 self.history = [IterationRecord(**r) for r in state["history"]]
+                self._after_resume()
                 logger.info("resuming after iteration %d from %s", state["iteration"], state["checkpoint"])
                 if state.get("finished"):
                     return model, self._current_nb_of_epochs
@@ -476,9 +482,10 @@ class BasePruning(abc.ABC):
         groups = trace.groups()
         for gid, idx in plan.items():
             group = groups[gid]
-            path = group.producers[0]
-            positions = np.concatenate([group.channels_of(path)[j] for j in idx])
-            removed[path] = sorted(int(p) for p in positions)
+            for path in group.producers:  # record every producer's removed positions
+                per_channel = group.channels_of(path)
+                removed[path] = sorted(int(p) for j in idx for p in per_channel[j])
+            path = group.producers[0]  # one job per group: the surgeon deletes the coupled rest
             surgeon.add_job("delete_channels", _graph.resolve_layer(model, path), channels=removed[path])
         try:
             with _distribution_scope():

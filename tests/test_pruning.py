@@ -266,3 +266,37 @@ print("distributed ok", pruned.get_layer("conv1").filters)
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "distributed ok" in result.stdout
+
+
+def test_the_readme_custom_criterion(trained_resnet):
+    # the GeometricMedianPruning example of README.md, verbatim
+    class GeometricMedianPruning(ridurre.BasePruning):
+        def score_channels(self, view):
+            w = np.concatenate(view.weight_matrices(), axis=1)
+            return np.linalg.norm(w[:, None] - w[None], axis=-1).sum(axis=1)  # far from the rest = keep
+
+    pruning = GeometricMedianPruning(0.25, compile_classifier, None, 0, maximum_prune_iterations=1)
+    pruned, _ = pruning.run_pruning(trained_resnet)
+    kernel = trained_resnet.get_layer("block1_conv1").get_weights()[0]
+    w = kernel.reshape(-1, kernel.shape[-1]).T
+    distances = np.linalg.norm(w[:, None] - w[None], axis=-1).sum(axis=1)
+    expected_removed = set(np.argsort(distances, kind="stable")[:6].tolist())
+    assert pruning.history[0].removed["block1_conv1"] == sorted(expected_removed)
+    assert pruned.get_layer("block1_conv1").filters == 18
+
+
+def test_fixed_scores_follow_every_producer_of_a_coupled_group(trained_resnet):
+    # stem_conv, block1_conv2 and block2_conv2 are joined by the residual Adds: one group of 24
+    rng = np.random.default_rng(3)
+    scores = {name: rng.random(24) for name in ("stem_conv", "block1_conv2", "block2_conv2")}
+    pruning = ridurre.ScoreFilterPruning(0.25, compile_classifier, None, 0, maximum_prune_iterations=2,
+                                         maximum_pruning_percent=None, layers=list(scores), scores=scores)
+    pruned, _ = pruning.run_pruning(trained_resnet)
+    total = sum(scores.values())
+    first = sorted(np.argsort(total, kind="stable")[:6].tolist())
+    assert pruning.history[0].removed["stem_conv"] == first
+    assert pruning.history[0].removed["block2_conv2"] == first
+    survivors = np.setdiff1d(np.arange(24), first)
+    second = sorted(np.argsort(total[survivors], kind="stable")[:4].tolist())  # 18 - ceil(18 * 0.75)
+    assert pruning.history[1].removed["block1_conv2"] == second
+    assert pruned.get_layer("stem_conv").filters == 14
