@@ -36,6 +36,9 @@ def atomic_path(path, suffix=""):
     os.close(fd)
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600 files; give them the usual mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -504,8 +504,17 @@ class BasePruning(abc.ABC):
         if self._within_limits(self._reductions(trace, self._deleted_roots(trace, plan))):
             return plan
 
+        sizes = {g.id: g.size for g in trace.groups()}
+
+        def rounded(gid, n):
+            """The largest removal <= n that keeps a multiple of round_to channels."""
+            if self._round_to:
+                while n > 0 and (sizes[gid] - n) % self._round_to:
+                    n -= 1
+            return n
+
         def shrunk(fraction):
-            return {gid: idx[: int(math.floor(len(idx) * fraction))] for gid, idx in plan.items()}
+            return {gid: idx[: rounded(gid, int(math.floor(len(idx) * fraction)))] for gid, idx in plan.items()}
 
         lo, hi = 0.0, 1.0
         for _ in range(14):
@@ -515,10 +524,11 @@ class BasePruning(abc.ABC):
             else:
                 hi = mid
         best = shrunk(lo)
-        # top up one channel at a time, in group order, while the limits hold
+        # top up group by group, one step (a channel, or round_to channels) at a time, while the limits hold
+        step = self._round_to or 1
         for gid, idx in plan.items():
-            while len(best[gid]) < len(idx):
-                trial = {**best, gid: idx[: len(best[gid]) + 1]}
+            while len(best[gid]) + step <= len(idx):
+                trial = {**best, gid: idx[: len(best[gid]) + step]}
                 if not self._within_limits(self._reductions(trace, self._deleted_roots(trace, trial))):
                     break
                 best = trial

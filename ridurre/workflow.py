@@ -366,30 +366,12 @@ def _pct(value):
 
 
 def latency_ms(model, batch_size, input_shape, warmup=2, repeats=10):
-    """Median milliseconds of one compiled forward pass (``model.predict_on_batch``) on random inputs.
-
-    The compiled path (a ``tf.function`` on TensorFlow, a jitted function on JAX) is what inference
-    runs; an eager ``model(x)`` call mostly times Python overhead on small models. When
-    :func:`ridurre.metrics.measure_latency` offers ``compiled=True`` it is used instead.
-    """
-    import inspect
-
-    import keras
-
+    """Median milliseconds of one compiled forward pass (``model.predict_on_batch``) on random inputs
+    (see :func:`ridurre.metrics.measure_latency`)."""
     from ridurre.metrics import measure_latency
 
-    if "compiled" in inspect.signature(measure_latency).parameters:
-        return measure_latency(model, batch_size=batch_size, input_shape=tuple(input_shape), warmup=warmup,
-                               repeats=repeats, compiled=True).median_ms
-    x = np.random.default_rng(0).standard_normal((batch_size, *input_shape)).astype("float32")
-    for _ in range(max(1, warmup)):
-        keras.ops.convert_to_numpy(model.predict_on_batch(x))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        keras.ops.convert_to_numpy(model.predict_on_batch(x))
-        times.append(time.perf_counter() - start)
-    return 1000.0 * float(np.median(times))
+    return measure_latency(model, batch_size=batch_size, input_shape=tuple(input_shape), warmup=warmup,
+                           repeats=repeats, compiled=True).median_ms
 
 
 def measure_models(models, input_shape, batch_sizes=(256, 1), rounds=3, budget=0.5, progress=None):

@@ -300,3 +300,12 @@ def test_fixed_scores_follow_every_producer_of_a_coupled_group(trained_resnet):
     second = sorted(np.argsort(total[survivors], kind="stable")[:4].tolist())  # 18 - ceil(18 * 0.75)
     assert pruning.history[1].removed["block1_conv2"] == second
     assert pruned.get_layer("stem_conv").filters == 14
+
+
+def test_a_step_shrunk_to_fit_a_limit_keeps_round_to(trained_resnet):
+    pruning = ridurre.L1FilterPruning(0.5, compile_classifier, None, 0, maximum_prune_iterations=1,
+                                      maximum_pruning_percent=0.3, round_to=4)
+    pruned, _ = pruning.run_pruning(trained_resnet)
+    convs = [l for l in pruned.layers if isinstance(l, keras.layers.Conv2D)]
+    assert all(l.filters % 4 == 0 for l in convs)
+    assert pruning.history[0].pruning_percent <= 0.3 + 1e-9
