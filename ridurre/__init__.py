@@ -35,6 +35,9 @@ _EXPORTS = {
     "ScoreFilterPruning": "ridurre.methods",
     "SSVEPScorePruning": "ridurre.ssvep_pruning",
     "find_temporal_layers": "ridurre.ssvep_pruning",
+    "SensitivityPruning": "ridurre.sensitivity",
+    "SensitivityResult": "ridurre.sensitivity",
+    "choose_ratios": "ridurre.sensitivity",
     "define_prune_bins": "ridurre.selection",
     # metrics
     "model_stats": "ridurre.metrics",
