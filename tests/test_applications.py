@@ -14,9 +14,13 @@ only the structure is checked there (widths, shapes, finite outputs). Every prod
 group must lose exactly the deleted channels, (b) must leave fewer parameters, and every
 unprunable group must say why.
 
-The default run covers a fast subset; the whole zoo is marked ``slow`` (CI runs it too).
-Input sizes are the smallest each architecture accepts (32, or 75/71 for the Inception family
-and Xception) to keep time down: surgery time depends on the number of layers, not on the input.
+The default run (``-m "not slow"``) covers VGG16, ResNet50, MobileNetV2 and DenseNet121; every
+other architecture is marked ``slow`` (CI runs it too). Deeper variants of covered
+architectures (ResNet101/152, DenseNet169/201, EfficientNetB1/B2/B4-B7, EfficientNetV2B1-B3/M/L,
+NASNetLarge, ConvNeXtSmall..XLarge) are skipped unless ``RIDURRE_FULL_ZOO=1``: they add no new
+coupling and would take the file from ~10 to ~40 minutes on 2 cores. Input sizes are the smallest
+each architecture accepts (32, or 75/71 for the Inception family and Xception): surgery time
+depends on the number of layers, not on the input. Models are built in float64 (see ``DTYPE``).
 """
 
 from __future__ import annotations
@@ -35,10 +39,20 @@ import keras  # noqa: E402
 from keras import layers as L  # noqa: E402
 
 from ridurre.graph import channel_groups, resolve_layer  # noqa: E402
+from ridurre.rules import get_rule  # noqa: E402
 from ridurre.surgeon import Surgeon  # noqa: E402
 
 SEED = 20240521
 BATCH = 2
+# Models are built in float64: deep random nets are chaotic (EfficientNetV2-S outputs ~1e3 move by
+# ~1e3 for an input change of 1e-6, in float32 and float64 alike: BatchNorm with statistics that do
+# not match the activations), so float32 rounding alone moves them by a few % and no 1e-4 check
+# could pass, while in float64 pruned == zeroed to ~1e-9 and a surgery mistake shows at full size.
+# Calibrating the BN statistics does not help (normalized random deep nets are just as chaotic).
+DTYPE = os.environ.get("RIDURRE_ZOO_DTYPE", "float64")
+# Deeper variants of architectures the default zoo already covers: skipped (to keep the whole
+# file around 10 minutes on 2 cores) unless RIDURRE_FULL_ZOO=1.
+FULL_ZOO = os.environ.get("RIDURRE_FULL_ZOO", "") not in ("", "0")
 FRACTION = 0.3
 SAMPLED_GROUPS = 3
 
@@ -86,6 +100,12 @@ ZOO = {
     "ConvNeXtXLarge": 32,
 }
 FAST = ("VGG16", "ResNet50", "MobileNetV2", "DenseNet121")
+DEEPER_VARIANTS = (
+    "ResNet101", "ResNet152", "ResNet101V2", "ResNet152V2", "DenseNet169", "DenseNet201",
+    "EfficientNetB1", "EfficientNetB2", "EfficientNetB4", "EfficientNetB5", "EfficientNetB6",
+    "EfficientNetB7", "EfficientNetV2B1", "EfficientNetV2B2", "EfficientNetV2B3", "EfficientNetV2M",
+    "EfficientNetV2L", "NASNetLarge", "ConvNeXtSmall", "ConvNeXtBase", "ConvNeXtLarge", "ConvNeXtXLarge",
+)
 
 # Layers whose output for a channel depends on the other channels' values: deleting a channel
 # there is not the same as zeroing it, so only the structure can be compared.
@@ -95,7 +115,10 @@ MIXING = (L.LayerNormalization, L.GroupNormalization)
 def _zoo_params():
     params = []
     for name, size in ZOO.items():
-        marks = () if name in FAST else (pytest.mark.slow,)
+        marks = [] if name in FAST else [pytest.mark.slow]
+        if name in DEEPER_VARIANTS:
+            marks.append(pytest.mark.skipif(
+                not FULL_ZOO, reason="a deeper variant of a covered architecture: set RIDURRE_FULL_ZOO=1"))
         params.append(pytest.param(name, size, marks=marks, id=name))
     return params
 
@@ -123,15 +146,12 @@ def randomize(model, seed=SEED):
             continue
         values = []
         for var, value in zip(layer.weights, layer.get_weights()):
-            name = var.name
             if value.ndim != 1 or value.dtype.kind != "f":
                 values.append(value)
                 continue
-            if name in ("moving_variance", "variance"):
+            if var.name in ("moving_variance", "variance", "gamma", "scale", "alpha"):
                 value = rng.uniform(0.5, 1.5, value.shape)
-            elif name in ("gamma", "scale", "alpha"):  # also ConvNeXt's LayerScale (1e-6 initially)
-                value = rng.uniform(0.5, 1.5, value.shape)
-            else:  # bias, beta, moving_mean
+            else:  # bias, beta, moving_mean, ConvNeXt's LayerScale (1e-6 initially)
                 value = rng.normal(0.0, 0.2, value.shape)
             values.append(value.astype(var.dtype))
         layer.set_weights(values)
@@ -150,13 +170,18 @@ def forward(model, x):
     return np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
 
 
-def deleted_channels(jobs, groups_by_producer):
-    """{group id: set of group channels} deleted by ``jobs`` (union over jobs)."""
+def deleted_channels(jobs, groups):
+    """{group id: set of group channels} deleted by ``jobs`` (union over jobs; a producer may
+    feed several groups, each position belongs to one)."""
     deleted = {}
     for producer, positions in jobs:
-        group = groups_by_producer[producer]
-        index = group.positions[producer]
-        deleted.setdefault(group.id, set()).update(int(index[p]) for p in positions)
+        for group in groups:
+            index = group.positions.get(producer)
+            if index is None:
+                continue
+            channels = {int(index[p]) for p in positions} - {-1}
+            if channels:
+                deleted.setdefault(group.id, set()).update(channels)
     return deleted
 
 
@@ -180,15 +205,24 @@ def needs_structure_only(model, groups, deleted):
     )
 
 
+def _blocked_by_known_layer(model, reason):
+    """True when ``reason`` ("path (Type): why") names a layer of ``model`` that has a rule."""
+    path, _, rest = reason.partition(" (")
+    try:
+        layer = resolve_layer(model, path)
+    except (ValueError, TypeError):
+        return False  # a model input/output, or a keras.ops node (not a layer of the model)
+    return rest.startswith(type(layer).__name__ + ")") and get_rule(layer) is not None
+
+
 def operate_and_compare(model, groups, jobs, x, reference):
     """Run ``jobs`` through one Surgeon; compare the pruned model to the zeroed one."""
-    by_producer = {p: g for g in groups for p in g.producers}
     surgeon = Surgeon(model)
     for producer, positions in jobs:
         surgeon.add_job("delete_channels", producer, channels=positions)
     pruned = surgeon.operate()
     zeroed = surgeon._run(zero=True)
-    deleted = deleted_channels(jobs, by_producer)
+    deleted = deleted_channels(jobs, groups)
     check_widths(pruned, groups, deleted)
 
     out_pruned = forward(pruned, x)
@@ -243,13 +277,25 @@ def all_group_jobs(groups, rng, fraction=FRACTION):
 
 
 # -- the test ----------------------------------------------------------------------------------
+@pytest.fixture
+def floatx():
+    previous = keras.config.floatx()
+    keras.config.set_floatx(DTYPE)
+    try:
+        yield DTYPE
+    finally:
+        keras.config.set_floatx(previous)
+        keras.backend.clear_session()
+        gc.collect()
+
+
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("name, size", _zoo_params())
-def test_application(name, size):
+def test_application(name, size, floatx):
     keras.backend.clear_session()
     model = randomize(build(name, size))
     rng = np.random.default_rng(SEED)
-    x = rng.normal(size=(BATCH, size, size, 3)).astype("float32")
+    x = rng.normal(size=(BATCH, size, size, 3)).astype(floatx)
     reference = forward(model, x)
     assert np.isfinite(reference).all()
 
@@ -259,6 +305,11 @@ def test_application(name, size):
             assert group.reason is None, (group.producers, group.reason)
         else:
             assert isinstance(group.reason, str) and group.reason.strip(), (group.producers, group.reason)
+    # Every application is channels_last and normalizes/concatenates on the channel axis, so a
+    # group may be blocked by the model's inputs/outputs or by a layer ridurre has no rule for
+    # (a custom layer, a keras.ops call), never by a layer whose rule should carry it.
+    wrong = sorted({g.reason for g in groups if not g.prunable and _blocked_by_known_layer(model, g.reason)})
+    assert not wrong, f"{name}: groups blocked by layers ridurre has rules for: {wrong[:5]}"
     prunable = [g for g in groups if g.prunable and g.size >= 2]
     assert prunable, f"{name}: no prunable group; reasons: {sorted({g.reason for g in groups})}"
 
@@ -273,6 +324,3 @@ def test_application(name, size):
     assert len(jobs) == len(prunable)
     pruned, _ = operate_and_compare(model, groups, jobs, x, reference)
     assert pruned.count_params() < model.count_params()
-    del pruned, model
-    keras.backend.clear_session()
-    gc.collect()
