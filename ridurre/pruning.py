@@ -433,32 +433,38 @@ class BasePruning(abc.ABC):
 
     def _reductions(self, trace, deleted):
         """Share of the original filters / params / MACs gone once ``deleted`` is removed
-        (MACs scale with each layer's kernel size, since spatial sizes do not change)."""
-        plans = _surgeon.plan_layers(trace, deleted, shapes_only=True)
+        (MACs scale with each layer's kernel size, since spatial sizes do not change).
+
+        Filters are counted from the channel layouts alone; the per-layer plans that params and
+        MACs need (a ``get_config`` and a sliced placeholder per layer) are only made when a
+        params or MACs limit is set: ``_fit_to_limits`` calls this dozens of times per step."""
+        need_costs = self._limits["params"] is not None or self._limits["macs"] is not None
+        plans = _surgeon.plan_layers(trace, deleted, shapes_only=True) if need_costs else None
         prunable = {p for g in trace.groups() if g.prunable for p in g.producers}
         filters = params = 0
         macs = 0.0
         for use in trace.uses.values():
-            plan = plans.get(id(use.layer))
-            if plan is None or plan[0] == "model":
+            if _graph._is_model(use.layer):
                 continue
-            config, weights = plan
-            sizes = {k: int(np.prod(v.shape)) for k, v in (weights or {}).items()}
-            params += sum(sizes.values())
             if use.path in prunable and use.out_layout is not None:
                 gone = np.isin(trace.units.roots(use.out_layout), deleted).sum() if deleted.size else 0
                 filters += len(use.out_layout) - int(gone)
+            if plans is None:
+                continue
+            config, weights = plans[id(use.layer)]
+            sizes = {k: int(np.prod(v.shape)) for k, v in (weights or {}).items()}
+            params += sum(sizes.values())
             base = trace.cost["layer_macs"].get(use.path)
             if base:
                 old = sum(int(np.prod(v)) for k, v in use.layer_weights_shapes.items() if "kernel" in k)
                 new = sum(s for k, s in sizes.items() if "kernel" in k)
                 macs += base["macs"] * (new / old if old else 1.0)
-        total = self._original_cost
-        return {
-            "filters": 1.0 - filters / max(1, self._original_filters),
-            "params": 1.0 - params / max(1, total["params"]),
-            "macs": 1.0 - macs / max(1.0, total["macs"]) if total["macs"] else 0.0,
-        }
+        reductions = {"filters": 1.0 - filters / max(1, self._original_filters), "params": 0.0, "macs": 0.0}
+        if plans is not None:
+            total = self._original_cost
+            reductions["params"] = 1.0 - params / max(1, total["params"])
+            reductions["macs"] = 1.0 - macs / max(1.0, total["macs"]) if total["macs"] else 0.0
+        return reductions
 
     def _within_limits(self, reductions):
         return all(limit is None or reductions[name] <= limit + 1e-9 for name, limit in self._limits.items())

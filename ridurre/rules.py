@@ -50,12 +50,15 @@ def _channels_last(layer):
 
 
 def _is_last_axis(axis, rank):
-    """True when ``axis`` (int or 1-element list, may be negative) is the last axis of ``rank``."""
+    """True when ``axis`` (int or 1-element list, may be negative) is the last axis of a tensor
+    whose shape WITHOUT the batch axis has ``rank`` dimensions (the traced shapes have no batch
+    axis, while a layer's ``axis`` counts it: BatchNormalization(axis=3) on (H, W, C) is the
+    channel axis, as in every keras.applications model)."""
     if isinstance(axis, (list, tuple)):
         if len(axis) != 1:
             return False
         axis = axis[0]
-    return axis == -1 or axis == rank - 1
+    return axis == -1 or axis == rank
 
 
 class LayerRule:

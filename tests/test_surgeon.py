@@ -238,3 +238,20 @@ def test_pruned_model_saves_and_loads(tmp_path, rng):
     loaded = keras.models.load_model(path)
     xs = _inputs(model, rng)
     np.testing.assert_allclose(_predict(loaded, xs), _predict(pruned, xs), rtol=1e-6)
+
+
+def test_explicit_channel_axis_counts_the_batch_dimension(rng):
+    # keras.applications writes BatchNormalization(axis=3) and Concatenate(axis=3) for NHWC tensors
+    x = keras.Input((6, 6, 3))
+    a = keras.layers.Conv2D(4, 3, padding="same", name="a")(x)
+    b = keras.layers.Conv2D(5, 1, name="b")(x)
+    h = keras.layers.Concatenate(axis=3, name="cat")([a, b])
+    h = keras.layers.BatchNormalization(axis=3, name="bn")(h)
+    out = keras.layers.Dense(2, name="out")(keras.layers.GlobalAveragePooling2D()(h))
+    model = randomize_weights(keras.Model(x, out))
+    groups = {g.producers: g for g in ridurre.channel_groups(model)}
+    assert groups[("a",)].prunable and groups[("a",)].size == 4 and groups[("b",)].size == 5
+    pruned, zeroed = delete_channels(model, "b", [1, 3]), zero_channels(model, "b", [1, 3])
+    assert pruned.get_layer("bn").gamma.shape == (7,)
+    xs = _inputs(model, rng)
+    _assert_close(_predict(pruned, xs), _predict(zeroed, xs))
