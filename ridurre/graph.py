@@ -216,6 +216,7 @@ class Trace:
                     if len(first) == len(again):
                         self.units.union(first, again)
             return self._trace_functional(_functional_of(layer), in_layouts, prefix=path + "/")
+        self._node = node
         edit = self.edits.get(id(layer))
         if edit is not None:
             kind, new_layer = edit
@@ -349,6 +350,7 @@ class _Context:
 
     def __init__(self, trace, layer, path):
         self._trace, self._layer, self._path = trace, layer, path
+        self.node = getattr(trace, "_node", None)  # the call being traced (its other arguments)
 
     def new_units(self, n):
         return self._trace._new_source(self._layer, self._path, n)

@@ -160,6 +160,22 @@ class MergeRule(LayerRule):
         return [full[0]]
 
 
+class ElementwiseOpRule(MergeRule):
+    """A raw ``keras.ops`` element-wise operation in a functional graph (``x + 3.0`` in
+    hard-swish, ``x * y``): like a merge, provided every operand that is not a traced tensor is
+    a scalar (a per-channel constant baked into the graph could not be sliced)."""
+
+    def propagate(self, layer, in_layouts, in_shapes, out_shapes, ctx):
+        node = getattr(ctx, "node", None)
+        if node is not None:
+            for arg in list(node.arguments.args) + list(node.arguments.kwargs.values()):
+                if hasattr(arg, "_keras_history"):
+                    continue
+                if np.ndim(arg) > 0 and np.size(arg) > 1:
+                    raise Unsupported("an operand is a constant array, which cannot be sliced")
+        return super().propagate(layer, in_layouts, in_shapes, out_shapes, ctx)
+
+
 class ConcatenateRule(LayerRule):
     """Concatenate on the channel axis maps channels by offset; on another axis it is a merge."""
 
@@ -462,6 +478,12 @@ def _register_builtin_rules():
     for name in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"):
         register_rule(getattr(L, name), merge)
     register_rule(L.Concatenate, ConcatenateRule())
+    from keras.src.ops import numpy as ops_numpy
+
+    elementwise = ElementwiseOpRule()
+    for name in ("Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum"):
+        if hasattr(ops_numpy, name):
+            register_rule(getattr(ops_numpy, name), elementwise)
     register_rule(L.Flatten, FlattenRule())
     register_rule(L.Reshape, ReshapeRule())
     register_rule(L.Permute, PermuteRule())

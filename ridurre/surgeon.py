@@ -56,7 +56,11 @@ def _weights_list(layer, weights):
     names = [v.name for v in layer.weights]
     if len(set(names)) != len(names):
         names = [f"{i}:{n}" for i, n in enumerate(names)]
-    return [weights[n] for n in names]
+    if all(n in weights for n in names):
+        return [weights[n] for n in names]
+    if len(names) == len(weights):  # unnamed variables get new automatic names in the clone
+        return list(weights.values())
+    raise KeyError(f"weights {sorted(set(names) - set(weights))} are missing")
 
 
 def _validate_channels(channels, n, layer_name):
@@ -215,11 +219,12 @@ def plan_layers(trace, deleted, zero=False, shapes_only=False):
                 for lay in use.model_in_layouts
             ])
             continue
-        built = bool(layer.weights) or layer.built
+        variables = getattr(layer, "weights", [])  # raw keras.ops operations have none
+        built = bool(variables) or getattr(layer, "built", True)
         if shapes_only:
-            weights = {v.name: np.broadcast_to(np.zeros(1, np.int8), tuple(v.shape)) for v in layer.weights}
+            weights = {v.name: np.broadcast_to(np.zeros(1, np.int8), tuple(v.shape)) for v in variables}
         else:
-            weights = _weights_dict(layer) if layer.weights else {}
+            weights = _weights_dict(layer) if variables else {}
         config = layer.get_config()
         gone_in, gone_out = _gone_masks(trace, use, deleted) if use.rule is not None else (None, None)
         if gone_in is not None or gone_out is not None:

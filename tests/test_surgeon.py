@@ -255,3 +255,19 @@ def test_explicit_channel_axis_counts_the_batch_dimension(rng):
     assert pruned.get_layer("bn").gamma.shape == (7,)
     xs = _inputs(model, rng)
     _assert_close(_predict(pruned, xs), _predict(zeroed, xs))
+
+
+def test_raw_keras_ops_in_the_graph(rng):
+    # hard-swish as keras.applications.MobileNetV3 writes it: x * relu6(x + 3) / 6
+    x = keras.Input((6, 6, 3))
+    h = keras.layers.Conv2D(6, 3, padding="same", name="c")(x)
+    h = h * keras.layers.ReLU(6.0)(h + 3.0) * (1.0 / 6.0)
+    scaled = keras.layers.Conv2D(4, 1, name="d")(h) * np.arange(4, dtype="float32")  # a per-channel constant
+    out = keras.layers.Dense(2, name="out")(keras.layers.GlobalAveragePooling2D()(keras.layers.Concatenate()([h, scaled])))
+    model = randomize_weights(keras.Model(x, out))
+    groups = {g.producers: g for g in ridurre.channel_groups(model)}
+    assert groups[("c",)].prunable
+    assert not groups[("d",)].prunable and "constant array" in groups[("d",)].reason
+    pruned, zeroed = delete_channels(model, "c", [0, 5]), zero_channels(model, "c", [0, 5])
+    xs = _inputs(model, rng)
+    _assert_close(_predict(pruned, xs), _predict(zeroed, xs))
