@@ -177,7 +177,8 @@ class ScoreFilterPruning(_Method):
             raise ValueError(f"scores for layer {name!r} track {len(alive)} filters but the layer has {n}")
         return original[alive]
 
-    def score_channels(self, view):
+    def _summed_scores(self, view):
+        """Scores of the group's channels summed over its scored producers, or None if none is."""
         total = np.zeros(view.size)
         found = False
         for path, layer in view.producer_layers():
@@ -187,7 +188,11 @@ class ScoreFilterPruning(_Method):
                 continue
             found = True
             np.add.at(total, index[index >= 0], scores[index >= 0])
-        if not found:
+        return total if found else None
+
+    def score_channels(self, view):
+        total = self._summed_scores(view)
+        if total is None:
             raise ValueError(f"no scores given for any producer of group {view.name!r} ({view.group.producers})")
         return total
 

@@ -380,16 +380,8 @@ class SSVEPScorePruning(ScoreFilterPruning):
     def score_channels(self, view):
         """SSVEP scores of a group's channels (summed over its scored producers); groups without
         SSVEP scores (added with ``layers=``) are ranked by the L1 norm of their filters."""
-        total = np.zeros(view.size)
-        found = False
-        for path, layer in view.producer_layers():
-            index = view.group.positions[path]
-            scores = self._current_scores(path, layer, len(index))
-            if scores is None:
-                continue
-            found = True
-            np.add.at(total, index[index >= 0], scores[index >= 0])
-        if not found:
+        total = self._summed_scores(view)
+        if total is None:
             return _importance.lp_norm_scores(view.weight_matrices(), p=1, reduction="sum")
         return total
 
