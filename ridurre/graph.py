@@ -28,11 +28,25 @@ class _Units:
     def __init__(self):
         self.parent = []
         self.blocked = {}  # root -> reason
+        self._root_array = None  # root of every unit, valid until the next new() or union()
 
     def new(self, n):
         start = len(self.parent)
         self.parent.extend(range(start, start + n))
+        self._root_array = None
         return np.arange(start, start + n, dtype=np.int64)
+
+    def root_array(self):
+        """The root of every unit as one int array (pointer jumping in numpy, cached)."""
+        if self._root_array is None:
+            parent = np.asarray(self.parent, dtype=np.int64)
+            while True:
+                grand = parent[parent]
+                if np.array_equal(grand, parent):
+                    break
+                parent = grand
+            self._root_array = parent
+        return self._root_array
 
     def find(self, u):
         parent = self.parent
@@ -44,10 +58,10 @@ class _Units:
         return root
 
     def roots(self, layout):
-        find = self.find
-        return np.fromiter((find(int(u)) for u in layout), dtype=np.int64, count=len(layout))
+        return self.root_array()[np.asarray(layout, dtype=np.int64)]
 
     def union(self, a, b):
+        self._root_array = None
         for x, y in zip(a.tolist(), b.tolist()):
             rx, ry = self.find(x), self.find(y)
             if rx != ry:

@@ -162,7 +162,7 @@ class MergeRule(LayerRule):
 
 class ElementwiseOpRule(MergeRule):
     """A raw ``keras.ops`` element-wise operation in a functional graph (``x + 3.0`` in
-    hard-swish, ``x * y``): like a merge, provided every operand that is not a traced tensor is
+    hard-swish, ``x * y``; division is not registered): like a merge, provided every operand that is not a traced tensor is
     a scalar (a per-channel constant baked into the graph could not be sliced)."""
 
     def propagate(self, layer, in_layouts, in_shapes, out_shapes, ctx):
@@ -481,7 +481,8 @@ def _register_builtin_rules():
     from keras.src.ops import numpy as ops_numpy
 
     elementwise = ElementwiseOpRule()
-    for name in ("Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum"):
+    # not Divide: ``c / x`` turns a zeroed channel into inf, so zeroed would no longer equal deleted
+    for name in ("Add", "Subtract", "Multiply", "Maximum", "Minimum"):
         if hasattr(ops_numpy, name):
             register_rule(getattr(ops_numpy, name), elementwise)
     register_rule(L.Flatten, FlattenRule())

@@ -168,8 +168,10 @@ class Surgeon:
                     )
             deleted.update(roots.tolist())
         if deleted:
+            gone = np.zeros(len(units.parent), dtype=bool)
+            gone[list(deleted)] = True
             for group in trace.groups():
-                kept = np.count_nonzero(~np.isin(group.roots, list(deleted)))
+                kept = np.count_nonzero(~gone[group.roots])
                 if kept == 0:
                     raise ValueError(
                         f"deleting these channels would delete every channel of the group produced by "
@@ -184,12 +186,13 @@ class Surgeon:
 
 
 def _gone_masks(trace, use, deleted):
-    """Boolean masks of the input and output channel positions of ``use`` that are deleted."""
+    """Boolean masks of the input and output channel positions of ``use`` that are deleted
+    (``deleted`` is a boolean array over units, True for the roots to delete)."""
 
     def mask(layout):
-        if layout is None or deleted.size == 0:
+        if layout is None:
             return None
-        gone = np.isin(trace.units.roots(layout), deleted)
+        gone = deleted[trace.units.roots(layout)]
         return gone if gone.any() else None
 
     return mask(use.in_layout), mask(use.out_layout)
@@ -209,13 +212,15 @@ def plan_layers(trace, deleted, zero=False, shapes_only=False):
         dict ``id(layer) -> (config, weights dict or None)``; nested models map to
         ``("model", [new width of each input])``.
     """
-    deleted = np.asarray(deleted, dtype=np.int64)
+    deleted_roots = np.asarray(deleted, dtype=np.int64)
+    deleted = np.zeros(len(trace.units.parent), dtype=bool)
+    deleted[deleted_roots] = True
     plans = {}
     for use in trace.uses.values():
         layer = use.layer
         if _graph._is_model(layer):
             plans[id(layer)] = ("model", [
-                None if deleted.size == 0 or zero else int(np.count_nonzero(~np.isin(trace.units.roots(lay), deleted)))
+                None if deleted_roots.size == 0 or zero else int(np.count_nonzero(~deleted[trace.units.roots(lay)]))
                 for lay in use.model_in_layouts
             ])
             continue
@@ -226,7 +231,8 @@ def plan_layers(trace, deleted, zero=False, shapes_only=False):
         else:
             weights = _weights_dict(layer) if variables else {}
         config = layer.get_config()
-        gone_in, gone_out = _gone_masks(trace, use, deleted) if use.rule is not None else (None, None)
+        gone_in, gone_out = (_gone_masks(trace, use, deleted) if use.rule is not None and deleted_roots.size
+                             else (None, None))
         if gone_in is not None or gone_out is not None:
             if zero:
                 weights = use.rule.zero(layer, weights, gone_in, gone_out)

@@ -18,7 +18,7 @@ The default run (``-m "not slow"``) covers VGG16, ResNet50, MobileNetV2 and Dens
 other architecture is marked ``slow`` (CI runs it too). Deeper variants of covered
 architectures (ResNet101/152, DenseNet169/201, EfficientNetB1/B2/B4-B7, EfficientNetV2B1-B3/M/L,
 NASNetLarge, ConvNeXtSmall..XLarge) are skipped unless ``RIDURRE_FULL_ZOO=1``: they add no new
-coupling and would take the file from ~10 to ~40 minutes on 2 cores. Input sizes are the smallest
+coupling and would take the file from ~7 to over 25 minutes on 2 cores. Input sizes are the smallest
 each architecture accepts (32, or 75/71 for the Inception family and Xception): surgery time
 depends on the number of layers, not on the input. Models are built in float64 (see ``DTYPE``).
 """
@@ -51,7 +51,7 @@ BATCH = 2
 # Calibrating the BN statistics does not help (normalized random deep nets are just as chaotic).
 DTYPE = os.environ.get("RIDURRE_ZOO_DTYPE", "float64")
 # Deeper variants of architectures the default zoo already covers: skipped (to keep the whole
-# file around 10 minutes on 2 cores) unless RIDURRE_FULL_ZOO=1.
+# file around 7 minutes on 2 idle cores) unless RIDURRE_FULL_ZOO=1.
 FULL_ZOO = os.environ.get("RIDURRE_FULL_ZOO", "") not in ("", "0")
 FRACTION = 0.3
 SAMPLED_GROUPS = 3
