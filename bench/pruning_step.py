@@ -230,35 +230,14 @@ def profile_step(model, compile_fn, top):
     return total, rows, out.getvalue()
 
 
-def with_negative_bn_axis(model):
-    """The same model (same weights) with ``BatchNormalization(axis=-1)`` instead of ``axis=3``.
-
-    keras.applications' ResNet50 normalizes ``axis=3`` (channels last, counted with the batch
-    axis). ridurre's rules compare that axis with the rank of the traced shapes, which have no
-    batch axis, so this ridurre version marks every group unprunable ("normalizes axis 3, not
-    the channel axis"). Only used when the model as built has nothing to prune.
-    """
-
-    def clone(layer):
-        config = layer.get_config()
-        if isinstance(layer, keras.layers.BatchNormalization) and config.get("axis") in (3, [3]):
-            config["axis"] = -1
-        return layer.__class__.from_config(config)
-
-    new = keras.models.clone_model(model, clone_function=clone)
-    new.set_weights(model.get_weights())
-    return new
-
-
 def bench_resnet50(args, compile_fn):
     size = args.size
     log(f"building ResNet50 at {size}x{size}")
     keras.utils.set_random_seed(0)
     model = keras.applications.ResNet50(weights=None, input_shape=(size, size, 3), classes=10)
-    workaround = not any(g.prunable and g.size >= 2 for g in trace_model(model).groups())
-    if workaround:
-        log("no prunable group in ResNet50 as built: BatchNormalization(axis=3) -> axis=-1 (see with_negative_bn_axis)")
-        model = with_negative_bn_axis(model)
+    if not any(g.prunable and g.size >= 2 for g in trace_model(model).groups()):
+        # (ridurre before ca3fb8b judged BatchNormalization(axis=3) off the channel axis)
+        raise SystemExit("ResNet50 has no prunable channel group with this ridurre version: nothing to time")
     method = KMeansFilterPruning(FACTOR, compile_fn, None, 0)
     rows = []  # (what, median s, runs)
 
@@ -311,7 +290,6 @@ def bench_resnet50(args, compile_fn):
         "eligible": len(views),
         "params": (model.count_params(), pruned.count_params()),
         "percent": record.pruning_percent,
-        "workaround": workaround,
         "steady_how": how,
         "group_seconds": sorted(((t, trace.groups()[g]) for g, t in group_seconds.items()),
                                 key=lambda item: -item[0]),
@@ -393,11 +371,6 @@ def main(argv=None):
               f"({info['percent']:.1%} of the filters removed; factor {FACTOR}, limit {LIMIT}). "
               f"Medians of {args.repeats} runs; the finetune epochs of {args.fit_repeats}.")
         print()
-        if info["workaround"]:
-            print("Note: as built, every group of ResNet50 is unprunable with this ridurre version "
-                  "(`BatchNormalization(axis=3)`: \"normalizes axis 3, not the channel axis\"); the model was "
-                  "rebuilt with `axis=-1` and the same weights (`with_negative_bn_axis`).")
-            print()
         print("| what | median s | runs (s) | share of a first epoch | share of a steady epoch |")
         print("|---|---:|---|---:|---:|")
         for what, s, runs in rows:
