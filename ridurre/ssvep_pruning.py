@@ -349,15 +349,13 @@ class SSVEPScorePruning(ScoreFilterPruning):
         """
         _graph.check_model(model)
         self._scores.clear()
-        self._alive = {}
         if self._stats is None:
             self._temporal = self._resolve_temporal(model)
             self._scored = list(self._temporal)
         else:
             self._temporal = []
             self._scores.update(self._read_stats(model))
-            self._scored = list(self._scores)
-            self._alive = {path: np.arange(len(s)) for path, s in self._scores.items()}
+            self._scored = list(self._scores)  # ScoreFilterPruning tracks their surviving filters
         self._include = list(self._user_include or []) + [re.escape(p) for p in self._scored]
         return super().run_pruning(model, prune_factor_scheduler_fn, custom_objects_inside_model)
 
