@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export KERAS_BACKEND ?= tensorflow
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-fast bench install clean
+.PHONY: demo test test-fast lint bench install clean
 
 $(STAMP): pyproject.toml setup.py
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -19,11 +19,19 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/ridurre demo --output demo_output
 
+LINTED := ridurre tests bench example
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "slow or not slow" tests
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 bench: $(STAMP)
 	$(BIN)/python bench/surgery.py

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ridurre.importance import kmeans_keep, kmeans_scores  # noqa: E402
+from ridurre.criteria.scores import kmeans_keep, kmeans_scores  # noqa: E402
 
 # Li et al. 2017's VGG16 for CIFAR-10: 13 conv 3x3 layers (M = max pooling).
 VGG16_CIFAR10 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
@@ -65,8 +65,10 @@ def main(argv=None):
     kmeans_keep([rng.normal(size=(16, 8))], 8)
 
     print(f"kmeans_keep on VGG16-CIFAR10 conv layers, factor {args.factor}, median of {args.repeats}")
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"load average before: {os.getloadavg()[0]:.2f}")
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"load average before: {os.getloadavg()[0]:.2f}"
+    )
     header = f"{'layer':<8}{'kernel':<20}{'matrix':<14}{'keep':>6}{'keep (s)':>11}"
     if args.scores:
         header += f"{'scores (s)':>12}"
@@ -78,11 +80,13 @@ def main(argv=None):
         cout = shape[-1]
         mat = np.ascontiguousarray(kernel.reshape(-1, cout).T)  # row i = kernel[..., i].ravel()
         n_keep = math.ceil(round(cout * args.factor, 9))
-        t_keep = time_call(lambda: kmeans_keep([mat], n_keep, seed=args.seed), args.repeats)
+        t_keep = time_call(lambda mat=mat, n_keep=n_keep: kmeans_keep([mat], n_keep, seed=args.seed), args.repeats)
         total_keep += t_keep
         line = f"conv{i + 1:<4}{str(shape):<20}{str(mat.shape):<14}{n_keep:>6}{t_keep:>11.3f}"
         if args.scores:
-            t_scores = time_call(lambda: kmeans_scores([mat], n_keep, seed=args.seed), args.repeats)
+            t_scores = time_call(
+                lambda mat=mat, n_keep=n_keep: kmeans_scores([mat], n_keep, seed=args.seed), args.repeats
+            )
             total_scores += t_scores
             line += f"{t_scores:>12.3f}"
         print(line)

@@ -29,7 +29,7 @@ classes=10)``):
 The share is step / epoch. With ``--profile`` (the default), the step is run once more under
 cProfile: the calls and cumulative time of ridurre's main functions, then the top functions.
 
-Part 2, VGG16-CIFAR10 (``ridurre.models.vgg16_cifar10()``, random weights): the time of
+Part 2, VGG16-CIFAR10 (``ridurre.zoo.models.vgg16_cifar10()``, random weights): the time of
 ``KMeansFilterPruning(0.9).select_channels`` on every prunable group (13 convolutions and fc1),
 median of ``--repeats``.
 
@@ -57,40 +57,38 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import keras  # noqa: E402
-
-from ridurre.graph import resolve_layer, trace_model  # noqa: E402
-from ridurre.methods import KMeansFilterPruning  # noqa: E402
+from ridurre.criteria import GroupView  # noqa: E402
+from ridurre.graph import trace_model  # noqa: E402
 from ridurre.metrics import model_stats  # noqa: E402
-from ridurre.models import vgg16_cifar10  # noqa: E402
-from ridurre.surgeon import Surgeon  # noqa: E402
-from ridurre.views import GroupView  # noqa: E402
+from ridurre.pruning import KMeansFilterPruning  # noqa: E402
+from ridurre.surgery import Surgeon  # noqa: E402
+from ridurre.zoo.models import vgg16_cifar10  # noqa: E402
 
 FACTOR = 0.9  # KMeans keeps ceil(0.9 * n) channels of every group
 LIMIT = 0.4  # maximum_pruning_percent, as in the tutorial
 
 # ridurre functions whose calls and cumulative time the profile summary lists
 KEY_FUNCTIONS = [
-    ("pruning.py", "run_pruning"),
-    ("pruning.py", "_prune_step"),
-    ("graph.py", "trace_model"),
-    ("pruning.py", "_cost"),
+    ("loop.py", "run_pruning"),
+    ("loop.py", "_prune_step"),
+    ("trace.py", "trace_model"),
+    ("loop.py", "_cost"),
     ("metrics.py", "model_stats"),
-    ("pruning.py", "_plan"),
-    ("methods.py", "select_channels"),
-    ("views.py", "weight_matrices"),
-    ("importance.py", "kmeans_keep"),
-    ("pruning.py", "_fit_to_limits"),
-    ("pruning.py", "_reductions"),
-    ("graph.py", "channels_of"),
-    ("graph.py", "resolve_layer"),
+    ("loop.py", "_plan"),
+    ("loop.py", "select_channels"),
+    ("view.py", "weight_matrices"),
+    ("scores.py", "kmeans_keep"),
+    ("limits.py", "fit_to_limits"),
+    ("limits.py", "reductions"),
+    ("trace.py", "channels_of"),
     ("surgeon.py", "operate"),
-    ("surgeon.py", "plan_layers"),
-    ("surgeon.py", "_rebuild"),
-    ("pruning.py", "_check_model"),
-    ("pruning.py", "_record"),
+    ("rebuild.py", "plan_layers"),
+    ("rebuild.py", "rebuild"),
+    ("loop.py", "_check_model"),
+    ("loop.py", "_record"),
 ]
 
 
@@ -116,21 +114,26 @@ def median_time(fn, repeats):
 
 def make_compile(jit_compile):
     def sgd_compile(model):
-        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=jit_compile)
+        model.compile(
+            optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=jit_compile,
+        )
 
     return sgd_compile
 
 
 def one_step(model, compile_fn, seed=0):
-    pruning = KMeansFilterPruning(FACTOR, compile_fn, None, 0, maximum_prune_iterations=1,
-                                  maximum_pruning_percent=LIMIT, seed=seed)
+    pruning = KMeansFilterPruning(
+        FACTOR, compile_fn, None, 0, maximum_prune_iterations=1, maximum_pruning_percent=LIMIT, seed=seed
+    )
     pruned, _ = pruning.run_pruning(model)
     return pruned, pruning
 
 
 def eligible_views(model, trace, seed=0):
-    # what BasePruning._eligible keeps without layer filters: prunable groups of 2+ channels
+    # what BasePruning.eligible keeps without layer filters: prunable groups of 2+ channels
     return [GroupView(g, trace, model, seed) for g in trace.groups() if g.prunable and g.size >= 2]
 
 
@@ -148,13 +151,11 @@ def select_all(method, views):
 
 
 def surgery(model, trace, plan):
-    surgeon = Surgeon(model)
+    """The loop's surgery: the trace it already has and the group channels it chose."""
+    surgeon = Surgeon(model, trace=trace)
     groups = trace.groups()
     for gid, idx in plan.items():
-        group = groups[gid]
-        path = group.producers[0]
-        positions = np.concatenate([group.channels_of(path)[j] for j in idx])
-        surgeon.add_job("delete_channels", resolve_layer(model, path), channels=sorted(int(p) for p in positions))
+        surgeon.delete_group_channels(groups[gid], idx)
     return surgeon.operate()
 
 
@@ -219,8 +220,11 @@ def profile_step(model, compile_fn, top):
     total = max(st[3] for st in stats.stats.values())
     rows = []
     for file_end, name in KEY_FUNCTIONS:
-        found = [(st[1], st[3]) for (file, _, func), st in stats.stats.items()
-                 if func == name and file.replace(os.sep, "/").endswith("ridurre/" + file_end)]
+        found = [
+            (st[1], st[3])
+            for (file, _, func), st in stats.stats.items()
+            if func == name and file.replace(os.sep, "/").endswith("ridurre/" + file_end)
+        ]
         if found:
             rows.append((f"{file_end[:-3]}.{name}", sum(c for c, _ in found), max(t for _, t in found)))
     out = io.StringIO()
@@ -254,18 +258,17 @@ def bench_resnet50(args, compile_fn):
     views = eligible_views(model, trace)
     s, runs, _ = median_time(lambda: [v.weight_matrices() for v in views], args.repeats)
     rows.append((f"`GroupView.weight_matrices()` x {len(views)} groups", s, runs))
-    s, runs, (plan, group_seconds) = median_time(lambda: select_all(method, eligible_views(model, trace)),
-                                                 args.repeats)
+    s, runs, (plan, group_seconds) = median_time(lambda: select_all(method, eligible_views(model, trace)), args.repeats)
     rows.append((f"KMeans selection of {len(plan)} groups (`GroupView` + `select_channels`)", s, runs))
-    s, runs, new = median_time(lambda: surgery(model, trace, plan), args.repeats)
-    rows.append(("`Surgeon(model)` + jobs + `operate()` (one rebuild)", s, runs))
-    s, runs, _ = median_time(lambda: check(model, new), args.repeats)
+    s, runs, pruned = median_time(lambda: surgery(model, trace, plan), args.repeats)
+    rows.append(("`Surgeon(model, trace=trace)` + group jobs + `operate()` (one rebuild)", s, runs))
+    s, runs, _ = median_time(lambda: check(model, pruned), args.repeats)
     rows.append(("check: both models on 2 random inputs", s, runs))
-    s, runs, _ = median_time(lambda: compile_fn(new), args.repeats)
+    s, runs, _ = median_time(lambda: compile_fn(pruned), args.repeats)
     rows.append(("`sgd_compile(new)`", s, runs))
-    s, runs, _ = median_time(lambda: save_checkpoint(new), args.repeats)
+    s, runs, _ = median_time(lambda: save_checkpoint(pruned), args.repeats)
     rows.append(("`.keras` checkpoint (only with `output_dir=`)", s, runs))
-    del new
+    pruned = None
 
     log(f"finetune epoch: {args.images} random images, batch {args.batch_size}, {args.fit_repeats} repeat(s)")
     rng = np.random.default_rng(0)
@@ -291,8 +294,7 @@ def bench_resnet50(args, compile_fn):
         "params": (model.count_params(), pruned.count_params()),
         "percent": record.pruning_percent,
         "steady_how": how,
-        "group_seconds": sorted(((t, trace.groups()[g]) for g, t in group_seconds.items()),
-                                key=lambda item: -item[0]),
+        "group_seconds": sorted(((t, trace.groups()[g]) for g, t in group_seconds.items()), key=lambda item: -item[0]),
     }
     return rows, (statistics.median(first), first), (statistics.median(steady), steady), info, profile
 
@@ -328,21 +330,36 @@ def fmt_runs(runs):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="runs of every timing except the finetune epochs (median) [3; --quick: 1]")
-    parser.add_argument("--fit-repeats", type=int, default=1,
-                        help="repeats of the finetune epoch (compile + fit): each is many minutes at 224x224 "
-                             "on a CPU (default: %(default)s)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="runs of every timing except the finetune epochs (median) [3; --quick: 1]",
+    )
+    parser.add_argument(
+        "--fit-repeats",
+        type=int,
+        default=1,
+        help="repeats of the finetune epoch (compile + fit): each is many minutes at 224x224 "
+        "on a CPU (default: %(default)s)",
+    )
     parser.add_argument("--images", type=int, default=None, help="images of the finetune epoch [1000; --quick: 128]")
     parser.add_argument("--size", type=int, default=None, help="ResNet50 input size [224; --quick: 64]")
     parser.add_argument("--batch-size", type=int, default=32, help="finetune batch size (default: %(default)s)")
-    parser.add_argument("--second-epoch", action="store_true",
-                        help="time a real second epoch for the steady epoch (default: median batch time x batches)")
+    parser.add_argument(
+        "--second-epoch",
+        action="store_true",
+        help="time a real second epoch for the steady epoch (default: median batch time x batches)",
+    )
     parser.add_argument("--vgg-width", type=float, default=None, help="VGG16-CIFAR10 width [1.0; --quick: 0.25]")
     parser.add_argument("--jit-compile", action="store_true", help="compile with XLA (default: jit_compile=False)")
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat: a smoke run")
-    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
-                        help="profile one more pruning step with cProfile (default: on)")
+    parser.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="profile one more pruning step with cProfile (default: on)",
+    )
     parser.add_argument("--top", type=int, default=25, help="functions per profile listing (default: %(default)s)")
     parser.add_argument("--skip-resnet", action="store_true", help="only the VGG16-CIFAR10 scoring")
     args = parser.parse_args(argv)
@@ -355,8 +372,10 @@ def main(argv=None):
 
     compile_fn = make_compile(bool(args.jit_compile))
     started = time.perf_counter()
-    print(f"# ridurre pruning-step benchmark ({platform.machine()}, {os.cpu_count()} CPUs, keras {keras.__version__}, "
-          f"backend {keras.backend.backend()}, jit_compile={bool(args.jit_compile)})")
+    print(
+        f"# ridurre pruning-step benchmark ({platform.machine()}, {os.cpu_count()} CPUs, keras {keras.__version__}, "
+        f"backend {keras.backend.backend()}, jit_compile={bool(args.jit_compile)})"
+    )
     print()
     print(f"Load average at start: {load()}")
     print()
@@ -366,24 +385,32 @@ def main(argv=None):
         step_s = rows[0][1]
         print(f"## ResNet50 {args.size}x{args.size}, 10 classes: one KMeans pruning step vs one finetune epoch")
         print()
-        print(f"{info['layers']} layers, {info['groups']} channel groups ({info['eligible']} prunable), "
-              f"params {info['params'][0]:,} -> {info['params'][1]:,} after the step "
-              f"({info['percent']:.1%} of the filters removed; factor {FACTOR}, limit {LIMIT}). "
-              f"Medians of {args.repeats} runs; the finetune epochs of {args.fit_repeats}.")
+        print(
+            f"{info['layers']} layers, {info['groups']} channel groups ({info['eligible']} prunable), "
+            f"params {info['params'][0]:,} -> {info['params'][1]:,} after the step "
+            f"({info['percent']:.1%} of the filters removed; factor {FACTOR}, limit {LIMIT}). "
+            f"Medians of {args.repeats} runs; the finetune epochs of {args.fit_repeats}."
+        )
         print()
         print("| what | median s | runs (s) | share of a first epoch | share of a steady epoch |")
         print("|---|---:|---|---:|---:|")
         for what, s, runs in rows:
             print(f"| {what} | {s:.2f} | {fmt_runs(runs)} | {s / first_s:.1%} | {s / steady_s:.1%} |")
-        print(f"| finetune, first epoch after a step (compile + tracing + {args.images} images) | {first_s:.1f} "
-              f"| {fmt_runs(first_runs)} | 100% | |")
-        print(f"| finetune, steady epoch without the tracing ({info['steady_how']}) | {steady_s:.1f} "
-              f"| {fmt_runs(steady_runs)} | | 100% |")
+        print(
+            f"| finetune, first epoch after a step (compile + tracing + {args.images} images) | {first_s:.1f} "
+            f"| {fmt_runs(first_runs)} | 100% | |"
+        )
+        print(
+            f"| finetune, steady epoch without the tracing ({info['steady_how']}) | {steady_s:.1f} "
+            f"| {fmt_runs(steady_runs)} | | 100% |"
+        )
         print()
-        print(f"**Ratio: one pruning step = {step_s / first_s:.1%} of the first finetune epoch after it "
-              f"({step_s / steady_s:.1%} of a steady epoch).** "
-              f"{args.images} images is a small finetune: on 50,000 images an epoch is "
-              f"~{50000 / args.images:.0f}x longer.")
+        print(
+            f"**Ratio: one pruning step = {step_s / first_s:.1%} of the first finetune epoch after it "
+            f"({step_s / steady_s:.1%} of a steady epoch).** "
+            f"{args.images} images is a small finetune: on 50,000 images an epoch is "
+            f"~{50000 / args.images:.0f}x longer."
+        )
         print()
         slow = info["group_seconds"][:5]
         print("Slowest groups to select (KMeans, one run):")
@@ -416,8 +443,10 @@ def main(argv=None):
         gc.collect()
 
     rows, total_s, totals = bench_vgg(args, compile_fn)
-    print(f"## VGG16-CIFAR10 (width {args.vgg_width}): KMeans selection of every prunable group, "
-          f"factor {FACTOR}, median of {args.repeats}")
+    print(
+        f"## VGG16-CIFAR10 (width {args.vgg_width}): KMeans selection of every prunable group, "
+        f"factor {FACTOR}, median of {args.repeats}"
+    )
     print()
     print("| group | channels | features | keep | median s |")
     print("|---|---:|---:|---:|---:|")

@@ -36,12 +36,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import keras  # noqa: E402
-
-from ridurre.models import vgg16_cifar10  # noqa: E402
 from ridurre.sensitivity import DEFAULT_RATIOS, scan  # noqa: E402
+from ridurre.zoo.models import vgg16_cifar10  # noqa: E402
 
 DEFAULT_LAYERS = "block1_conv1|block3_conv2|block5_conv3|fc1"
 
@@ -80,16 +79,22 @@ def main(argv=None):
     points = len(results["mask"].points)
     diff = max(abs(a.metric - b.metric) for a, b in zip(results["mask"].points, results["rebuild"].points))
     mask, rebuild = statistics.median(times["mask"]), statistics.median(times["rebuild"])
-    print(f"VGG16-CIFAR10 x{args.width:g} ({model.count_params():,} params), {args.images} random 32x32x3 "
-          f"validation images, layers {results['mask'].layers}, ratios {ratios[0]:g}..{ratios[-1]:g}; "
-          f"median of {args.repeats}; Keras {keras.__version__} ({keras.backend.backend()}), "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs\n")
+    print(
+        f"VGG16-CIFAR10 x{args.width:g} ({model.count_params():,} params), {args.images} random 32x32x3 "
+        f"validation images, layers {results['mask'].layers}, ratios {ratios[0]:g}..{ratios[-1]:g}; "
+        f"median of {args.repeats}; Keras {keras.__version__} ({keras.backend.backend()}), "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs\n"
+    )
     print("| scan | points | median s | s / point | speed-up |")
     print("|---|---:|---:|---:|---:|")
-    print(f"| rebuild per point (delete_channels + compile + evaluate) | {points} | {rebuild:.1f} | "
-          f"{rebuild / points:.2f} | 1.0x |")
-    print(f"| masks on one copy (zero, evaluate, restore) | {points} | {mask:.1f} | {mask / points:.2f} | "
-          f"{rebuild / mask:.1f}x |")
+    print(
+        f"| rebuild per point (delete_channels + compile + evaluate) | {points} | {rebuild:.1f} | "
+        f"{rebuild / points:.2f} | 1.0x |"
+    )
+    print(
+        f"| masks on one copy (zero, evaluate, restore) | {points} | {mask:.1f} | {mask / points:.2f} | "
+        f"{rebuild / mask:.1f}x |"
+    )
     print(f"\nlargest |metric difference| between the two modes over the {points} points: {diff:.2g}")
     return 0
 

@@ -40,12 +40,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import keras  # noqa: E402
-
 from ridurre.graph import channel_groups  # noqa: E402
-from ridurre.surgeon import Surgeon  # noqa: E402
+from ridurre.surgery import Surgeon  # noqa: E402
 
 DEFAULT_MODELS = ("ResNet50", "MobileNetV2", "DenseNet121")
 
@@ -115,8 +114,11 @@ def profile(model, jobs, top):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help="comma-separated keras.applications names (default: %(default)s)")
+    parser.add_argument(
+        "--models",
+        default=",".join(DEFAULT_MODELS),
+        help="comma-separated keras.applications names (default: %(default)s)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs of each timing (median)")
     parser.add_argument("--fraction", type=float, default=0.3, help="fraction of each group deleted")
     parser.add_argument("--size", type=int, default=224, help="input height and width")
@@ -130,9 +132,11 @@ def main(argv=None):
     if unknown:
         parser.error(f"not in keras.applications: {', '.join(unknown)}")
 
-    print(f"# ridurre surgery benchmark ({platform.machine()}, {os.cpu_count()} CPUs, "
-          f"keras {keras.__version__}, backend {keras.backend.backend()}, "
-          f"{args.size}x{args.size}, {args.fraction:.0%} of every prunable group, median of {args.repeats})")
+    print(
+        f"# ridurre surgery benchmark ({platform.machine()}, {os.cpu_count()} CPUs, "
+        f"keras {keras.__version__}, backend {keras.backend.backend()}, "
+        f"{args.size}x{args.size}, {args.fraction:.0%} of every prunable group, median of {args.repeats})"
+    )
     print()
     rows = []
     profiles = []
@@ -155,25 +159,44 @@ def main(argv=None):
         clone_s, prune_s = statistics.median(clone_times), statistics.median(prune_times)
         ratio = prune_s / clone_s
         prunable = sum(g.prunable for g in groups)
-        rows.append((name, len(model.layers), len(groups), prunable, len(jobs), channels, params,
-                     statistics.median(group_times), clone_s, prune_s, ratio))
-        print(f"  {name}: clone+copy {['%.2f' % t for t in clone_times]} s, "
-              f"prune {['%.2f' % t for t in prune_times]} s", file=sys.stderr, flush=True)
+        rows.append(
+            (
+                name,
+                len(model.layers),
+                len(groups),
+                prunable,
+                len(jobs),
+                channels,
+                params,
+                statistics.median(group_times),
+                clone_s,
+                prune_s,
+                ratio,
+            )
+        )
+        print(
+            f"  {name}: clone+copy {['%.2f' % t for t in clone_times]} s, prune {['%.2f' % t for t in prune_times]} s",
+            file=sys.stderr,
+            flush=True,
+        )
         if args.profile == "always" or (args.profile == "auto" and ratio > args.target):
             profiles.append((name, ratio, profile(model, jobs, args.top)))
         del model
         keras.backend.clear_session()
         gc.collect()
 
-    print("| model | layers | groups (prunable) | pruned groups / channels | params before -> after "
-          "| channel_groups s | clone+copy s | prune s | ratio |")
+    print(
+        "| model | layers | groups (prunable) | pruned groups / channels | params before -> after "
+        "| channel_groups s | clone+copy s | prune s | ratio |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for (name, n_layers, n_groups, prunable, n_jobs, channels, params, group_s, clone_s, prune_s,
-         ratio) in rows:
+    for name, n_layers, n_groups, prunable, n_jobs, channels, params, group_s, clone_s, prune_s, ratio in rows:
         flag = "" if ratio <= args.target else " (above target)"
-        print(f"| {name} | {n_layers} | {n_groups} ({prunable}) | {n_jobs} / {channels} "
-              f"| {params[0]:,} -> {params[1]:,} | {group_s:.3f} | {clone_s:.2f} | {prune_s:.2f} "
-              f"| {ratio:.2f}{flag} |")
+        print(
+            f"| {name} | {n_layers} | {n_groups} ({prunable}) | {n_jobs} / {channels} "
+            f"| {params[0]:,} -> {params[1]:,} | {group_s:.3f} | {clone_s:.2f} | {prune_s:.2f} "
+            f"| {ratio:.2f}{flag} |"
+        )
     for name, ratio, text in profiles:
         print()
         print(f"## cProfile of pruning {name} (ratio {ratio:.2f})")

@@ -43,15 +43,14 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import keras  # noqa: E402
-
-from ridurre.checkpoints import save_model_atomic, write_text_atomic  # noqa: E402
-from ridurre.datasets import load_cifar10, load_digits  # noqa: E402
+from ridurre._io import save_model_atomic, write_text_atomic  # noqa: E402
 from ridurre.metrics import model_stats  # noqa: E402
-from ridurre.models import vgg16_cifar10  # noqa: E402
 from ridurre.sensitivity import SensitivityPruning, choose_ratios, scan  # noqa: E402
+from ridurre.zoo.datasets import load_cifar10, load_digits  # noqa: E402
+from ridurre.zoo.models import vgg16_cifar10  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -82,8 +81,9 @@ def load_data(args):
 
 
 def compile_model(model, learning_rate):
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
 
 
 def accuracy(model, x, y, batch_size):
@@ -108,8 +108,12 @@ def main(argv=None):
         if not getattr(model, "compiled", False):
             compile_model(model, learning_rate)
     else:
-        model = vgg16_cifar10(input_shape=data.x_train.shape[1:], num_classes=data.num_classes,
-                              width_multiplier=0.125 if args.quick else 1.0, dropout=0.3 if args.quick else 0.5)
+        model = vgg16_cifar10(
+            input_shape=data.x_train.shape[1:],
+            num_classes=data.num_classes,
+            width_multiplier=0.125 if args.quick else 1.0,
+            dropout=0.3 if args.quick else 0.5,
+        )
         if args.quick:  # let the moving statistics settle within the few hundred steps of a quick run
             for layer in model.layers:
                 if isinstance(layer, keras.layers.BatchNormalization):
@@ -120,8 +124,16 @@ def main(argv=None):
         save_model_atomic(model, str(out / "trained.keras"))
 
     # 2-3. scan on the validation split, choose the ratios there
-    result = scan(model, data.x_val, data.y_val, criterion=args.criterion, batch_size=batch_size,
-                  data=data.x_train[:512], output_dir=out, progress=not args.no_progress)
+    result = scan(
+        model,
+        data.x_val,
+        data.y_val,
+        criterion=args.criterion,
+        batch_size=batch_size,
+        data=data.x_train[:512],
+        output_dir=out,
+        progress=not args.no_progress,
+    )
     result.save(out)
     ratios = choose_ratios(result, max_drop=args.max_drop)
     write_text_atomic(str(out / "chosen_ratios.json"), json.dumps(ratios, indent=1) + "\n")
@@ -131,12 +143,26 @@ def main(argv=None):
 
     # 4. prune each layer to its ratio, fine-tuning after every step
     def finetune(pruned, initial_epoch, end_epoch):
-        return pruned.fit(data.x_train, data.y_train, initial_epoch=initial_epoch, epochs=end_epoch,
-                          validation_data=(data.x_val, data.y_val), **fit)
+        return pruned.fit(
+            data.x_train,
+            data.y_train,
+            initial_epoch=initial_epoch,
+            epochs=end_epoch,
+            validation_data=(data.x_val, data.y_val),
+            **fit,
+        )
 
-    pruning = SensitivityPruning(ratios, lambda m: compile_model(m, learning_rate / 2), finetune, finetune_epochs,
-                                 nb_steps=args.nb_steps, criterion=args.criterion, data=data.x_train[:512],
-                                 nb_trained_for_epochs=epochs, seed=args.seed)
+    pruning = SensitivityPruning(
+        ratios,
+        lambda m: compile_model(m, learning_rate / 2),
+        finetune,
+        finetune_epochs,
+        nb_steps=args.nb_steps,
+        criterion=args.criterion,
+        data=data.x_train[:512],
+        nb_trained_for_epochs=epochs,
+        seed=args.seed,
+    )
     pruned, _ = pruning.run_pruning(model)
     save_model_atomic(pruned, str(out / "pruned.keras"))
 
@@ -150,12 +176,18 @@ def main(argv=None):
         "criterion": result.criterion,
         "max_drop": args.max_drop,
         "ratios": ratios,
-        "before": {"val_accuracy": result.baseline, "test_accuracy": accuracy(model, data.x_test, data.y_test,
-                                                                            batch_size),
-                   "params": int(before.total_params), "macs": int(before.total_macs)},
-        "after": {"val_accuracy": accuracy(pruned, data.x_val, data.y_val, batch_size),
-                  "test_accuracy": accuracy(pruned, data.x_test, data.y_test, batch_size),
-                  "params": int(after.total_params), "macs": int(after.total_macs)},
+        "before": {
+            "val_accuracy": result.baseline,
+            "test_accuracy": accuracy(model, data.x_test, data.y_test, batch_size),
+            "params": int(before.total_params),
+            "macs": int(before.total_macs),
+        },
+        "after": {
+            "val_accuracy": accuracy(pruned, data.x_val, data.y_val, batch_size),
+            "test_accuracy": accuracy(pruned, data.x_test, data.y_test, batch_size),
+            "params": int(after.total_params),
+            "macs": int(after.total_macs),
+        },
         "channels": {layer: [total, int(remaining.get(layer, total))] for layer, total in channels.items()},
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -73,9 +73,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ridurre  # noqa: E402
-from ridurre.datasets import load_cifar10, load_digits  # noqa: E402
 from ridurre.metrics import measure_latency, model_stats  # noqa: E402
-from ridurre.models import resnet_cifar  # noqa: E402
+from ridurre.zoo.datasets import load_cifar10, load_digits  # noqa: E402
+from ridurre.zoo.models import resnet_cifar  # noqa: E402
 
 # Settings of the two modes. Every value can be overridden on the command line.
 FULL = dict(
@@ -114,7 +114,7 @@ logger = logging.getLogger("model_pruning_example")
 # 1. Data
 # -------------------------------------------------------------------------------------------
 def load_data(args):
-    """CIFAR-10 (full mode) or the bundled digits (``--quick``), as a ``ridurre.datasets.Dataset``.
+    """CIFAR-10 (full mode) or the bundled digits (``--quick``), as a ``ridurre.zoo.datasets.Dataset``.
 
     Both come with a validation split carved from the training images (the finetune callback
     reports on it) and an untouched test split (the before/after accuracy is measured on it).
@@ -128,8 +128,10 @@ def load_data(args):
     except Exception as exc:  # keras.datasets raises a bare Exception when the download fails
         if args.cifar_path is not None:
             raise
-        raise SystemExit(f"could not download CIFAR-10 ({exc}).\nWithout internet, pass --cifar-path with a "
-                         "local copy, or run the example on the bundled digits with --quick.") from exc
+        raise SystemExit(
+            f"could not download CIFAR-10 ({exc}).\nWithout internet, pass --cifar-path with a "
+            "local copy, or run the example on the bundled digits with --quick."
+        ) from exc
 
 
 class TrainingBatches(keras.utils.PyDataset):
@@ -161,7 +163,7 @@ class TrainingBatches(keras.utils.PyDataset):
         return len(self.x) // self.batch_size
 
     def __getitem__(self, index):
-        idx = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         x, y = self.x[idx], self.y[idx]
         if self.augment:
             x = self._augment(x)
@@ -172,7 +174,7 @@ class TrainingBatches(keras.utils.PyDataset):
         padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="constant")
         out = np.empty_like(x)
         for i, (dy, dx) in enumerate(self.rng.integers(0, 2 * p + 1, size=(len(x), 2))):
-            out[i] = padded[i, dy:dy + h, dx:dx + w]
+            out[i] = padded[i, dy : dy + h, dx : dx + w]
         if self.flip:
             flipped = self.rng.random(len(x)) < 0.5
             out[flipped] = out[flipped, :, ::-1]
@@ -190,7 +192,7 @@ def validation_data(data):
 # 2. The model
 # -------------------------------------------------------------------------------------------
 def build_model(data, args):
-    """``ridurre.models.resnet_cifar``: ResNet-20 (or ``--depth``) for the data's image shape.
+    """``ridurre.zoo.models.resnet_cifar``: ResNet-20 (or ``--depth``) for the data's image shape.
 
     BatchNormalization keeps moving averages of the batch statistics for inference, with a
     momentum of 0.99 by default: they forget their past within a few hundred steps. Every
@@ -199,8 +201,9 @@ def build_model(data, args):
     CIFAR-10 finetunings are thousands of steps; the digits have 20 steps per epoch, so the
     quick run uses a faster average (0.9).
     """
-    model = resnet_cifar(args.depth, num_classes=data.num_classes, input_shape=data.x_train.shape[1:],
-                         width_multiplier=args.width)
+    model = resnet_cifar(
+        args.depth, num_classes=data.num_classes, input_shape=data.x_train.shape[1:], width_multiplier=args.width
+    )
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = args.bn_momentum  # part of the layer config: pruned models keep it
@@ -231,8 +234,10 @@ def logging_callbacks(output):
         # write_graph=False: the graph changes at every pruning iteration
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(output / "tensorboard"), write_graph=False))
     else:
-        logger.warning("TensorBoard logs are skipped: the tensorboard package is not installed "
-                       "(pip install tensorboard); logs/epochs.csv has the same numbers")
+        logger.warning(
+            "TensorBoard logs are skipped: the tensorboard package is not installed "
+            "(pip install tensorboard); logs/epochs.csv has the same numbers"
+        )
     return callbacks
 
 
@@ -270,8 +275,7 @@ def make_compile_fn(lr, weight_decay, jit_compile, steps_per_epoch=None, epochs=
     def compile_model(model):
         model.compile(
             # a new optimizer each time: its state (momentum) has the shapes of the old weights
-            optimizer=keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True,
-                                           weight_decay=weight_decay),
+            optimizer=keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay),
             loss="sparse_categorical_crossentropy",  # integer labels, as the loaders return them
             metrics=["accuracy"],
             jit_compile=jit_compile,
@@ -285,9 +289,14 @@ def make_finetune_fn(batches, data, args, callbacks):
     split, with the same logging callbacks as the training."""
 
     def finetune_model(model, initial_epoch, end_epoch):
-        return model.fit(batches, validation_data=validation_data(data),
-                         initial_epoch=initial_epoch, epochs=end_epoch,
-                         callbacks=callbacks, verbose=args.verbose)
+        return model.fit(
+            batches,
+            validation_data=validation_data(data),
+            initial_epoch=initial_epoch,
+            epochs=end_epoch,
+            callbacks=callbacks,
+            verbose=args.verbose,
+        )
 
     return finetune_model
 
@@ -313,8 +322,9 @@ def measure(model, data, latency_batch):
     if latency_batch:
         # compiled=True times the compiled forward pass (what deployed inference runs), not
         # the eager call, whose Python overhead would hide the gain of a smaller model
-        result["latency_ms"] = float(measure_latency(model, batch_size=latency_batch, repeats=20,
-                                                     compiled=True).median_ms)
+        result["latency_ms"] = float(
+            measure_latency(model, batch_size=latency_batch, repeats=20, compiled=True).median_ms
+        )
     return result
 
 
@@ -327,14 +337,18 @@ def print_summary(before, after, pruning_percent, history, latency_batch):
     print()
     print("| | unpruned | pruned | change |")
     print("|---|---:|---:|---:|")
-    print(f"| test accuracy | {before['accuracy']:.2%} | {after['accuracy']:.2%} "
-          f"| {100 * (after['accuracy'] - before['accuracy']):+.2f} points |")
+    print(
+        f"| test accuracy | {before['accuracy']:.2%} | {after['accuracy']:.2%} "
+        f"| {100 * (after['accuracy'] - before['accuracy']):+.2f} points |"
+    )
     for key, label in (("params", "parameters"), ("macs", "MACs per image"), ("filters", "Conv2D filters")):
         print(f"| {label} | {before[key]:,} | {after[key]:,} | {pct(before[key], after[key])} |")
     print(f"| pruning percent (filters removed) | 0.0% | {pruning_percent:.1%} | |")
     if latency_batch:
-        print(f"| latency, compiled forward pass, batch of {latency_batch} (ms) | {before['latency_ms']:.1f} "
-              f"| {after['latency_ms']:.1f} | {pct(before['latency_ms'], after['latency_ms'])} |")
+        print(
+            f"| latency, compiled forward pass, batch of {latency_batch} (ms) | {before['latency_ms']:.1f} "
+            f"| {after['latency_ms']:.1f} | {pct(before['latency_ms'], after['latency_ms'])} |"
+        )
     print()
     print("## Pruning history (one row per iteration; val accuracy after its finetuning)")
     print()
@@ -342,8 +356,10 @@ def print_summary(before, after, pruning_percent, history, latency_batch):
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in history:
         metric = "n/a" if r.metric is None else f"{r.metric:.2%}"
-        print(f"| {r.iteration} | {r.epoch} | {r.filters:,} | {r.params:,} | {r.macs:,} "
-              f"| {r.pruning_percent:.1%} | {metric} | {r.seconds:.1f} |")
+        print(
+            f"| {r.iteration} | {r.epoch} | {r.filters:,} | {r.params:,} | {r.macs:,} "
+            f"| {r.pruning_percent:.1%} | {metric} | {r.seconds:.1f} |"
+        )
     print()
 
 
@@ -352,33 +368,38 @@ def print_summary(before, after, pruning_percent, history, latency_batch):
 # -------------------------------------------------------------------------------------------
 def run(args):
     output = Path(args.output)
-    if not args.resume and any((output / name).exists()
-                               for name in ("baseline.keras", "state.json", "training_backup")):
+    if not args.resume and any(
+        (output / name).exists() for name in ("baseline.keras", "state.json", "training_backup")
+    ):
         raise SystemExit(f"{output} already holds a run: pass --resume to continue it, or choose another --output")
     keras.utils.set_random_seed(args.seed)
     data = load_data(args)
     logger.info("data: %r", data)
     (output / "logs").mkdir(parents=True, exist_ok=True)
-    batches = TrainingBatches(data.x_train, data.y_train, args.batch_size, augment=args.augment,
-                              flip=not args.quick, seed=args.seed)
+    batches = TrainingBatches(
+        data.x_train, data.y_train, args.batch_size, augment=args.augment, flip=not args.quick, seed=args.seed
+    )
     callbacks = logging_callbacks(output)
 
     # -- train the baseline (or load it when resuming) ---------------------------------------
     baseline_path = output / "baseline.keras"
-    compile_for_training = make_compile_fn(args.lr, args.weight_decay, args.jit_compile,
-                                           len(batches), args.epochs)
+    compile_for_training = make_compile_fn(args.lr, args.weight_decay, args.jit_compile, len(batches), args.epochs)
     if baseline_path.exists():
         logger.info("resuming: loading the trained model from %s", baseline_path)
         model = keras.models.load_model(baseline_path, compile=False)
     else:
         model = build_model(data, args)
         compile_for_training(model)
-        logger.info("training %s (%s parameters) for %d epochs", model.name, f"{model.count_params():,}",
-                    args.epochs)
+        logger.info("training %s (%s parameters) for %d epochs", model.name, f"{model.count_params():,}", args.epochs)
         # BackupAndRestore lets an interrupted training continue from its last epoch on --resume
         backup = keras.callbacks.BackupAndRestore(str(output / "training_backup"))
-        model.fit(batches, validation_data=validation_data(data), epochs=args.epochs,
-                  callbacks=[backup] + callbacks, verbose=args.verbose)
+        model.fit(
+            batches,
+            validation_data=validation_data(data),
+            epochs=args.epochs,
+            callbacks=[backup] + callbacks,
+            verbose=args.verbose,
+        )
         model.save(baseline_path)
     before = measure(model, data, args.latency_batch)
     logger.info("unpruned: test accuracy %.2f%%", 100 * before["accuracy"])
@@ -404,9 +425,14 @@ def run(args):
     # -- a little more training of the pruned model (optional, but recommended) --------------
     if args.final_epochs:
         logger.info("final training of the pruned model for %d epochs", args.final_epochs)
-        model.fit(batches, validation_data=validation_data(data),
-                  initial_epoch=last_epoch, epochs=last_epoch + args.final_epochs,
-                  callbacks=callbacks, verbose=args.verbose)
+        model.fit(
+            batches,
+            validation_data=validation_data(data),
+            initial_epoch=last_epoch,
+            epochs=last_epoch + args.final_epochs,
+            callbacks=callbacks,
+            verbose=args.verbose,
+        )
     model.save(output / "final.keras")
 
     # -- compare -----------------------------------------------------------------------------
@@ -431,8 +457,8 @@ def run(args):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Train a CIFAR ResNet, prune 40% of its filters with KMeansFilterPruning (finetuning "
-                    "after every step) and compare before/after. --quick runs the same on the bundled "
-                    "8x8 digits in a few minutes on a CPU.",
+        "after every step) and compare before/after. --quick runs the same on the bundled "
+        "8x8 digits in a few minutes on a CPU.",
         epilog="Defaults in brackets are [full mode / --quick].",
     )
 
@@ -443,57 +469,110 @@ def parse_args(argv=None):
         return f"[{show(FULL[name])} / {show(QUICK[name])}]"
 
     run_group = parser.add_argument_group("run")
-    run_group.add_argument("--quick", action="store_true",
-                           help="bundled digits data, ResNet-8, short schedules: minutes on a CPU, no download")
-    run_group.add_argument("--output", default="pruning_output", metavar="DIR",
-                           help="where models, logs and the history go (default: %(default)s)")
-    run_group.add_argument("--resume", action="store_true",
-                           help="continue an interrupted run in --output (training and pruning)")
-    run_group.add_argument("--seed", type=int, default=0,
-                           help="seed of the data splits, training and KMeans (default: %(default)s)")
-    run_group.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
-                           help="keras fit verbosity [2 / 0]")
+    run_group.add_argument(
+        "--quick",
+        action="store_true",
+        help="bundled digits data, ResNet-8, short schedules: minutes on a CPU, no download",
+    )
+    run_group.add_argument(
+        "--output",
+        default="pruning_output",
+        metavar="DIR",
+        help="where models, logs and the history go (default: %(default)s)",
+    )
+    run_group.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run in --output (training and pruning)"
+    )
+    run_group.add_argument(
+        "--seed", type=int, default=0, help="seed of the data splits, training and KMeans (default: %(default)s)"
+    )
+    run_group.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None, help="keras fit verbosity [2 / 0]")
 
     data_group = parser.add_argument_group("data")
-    data_group.add_argument("--cifar-path", default=None, metavar="PATH",
-                            help="local CIFAR-10: the cifar-10-batches-py folder, cifar-10-python.tar.gz or an "
-                                 ".npz (default: download with keras.datasets)")
-    data_group.add_argument("--subset", type=int, default=None, metavar="N",
-                            help="train on a stratified subset of N CIFAR-10 images (quick experiments)")
-    data_group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                            help=f"random crops (and flips, CIFAR only) {mode_default('augment')}")
+    data_group.add_argument(
+        "--cifar-path",
+        default=None,
+        metavar="PATH",
+        help="local CIFAR-10: the cifar-10-batches-py folder, cifar-10-python.tar.gz or an "
+        ".npz (default: download with keras.datasets)",
+    )
+    data_group.add_argument(
+        "--subset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train on a stratified subset of N CIFAR-10 images (quick experiments)",
+    )
+    data_group.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"random crops (and flips, CIFAR only) {mode_default('augment')}",
+    )
 
     train_group = parser.add_argument_group("training")
     train_group.add_argument("--depth", type=int, default=None, help=f"ResNet depth, 6n+2 {mode_default('depth')}")
     train_group.add_argument("--width", type=float, default=None, help=f"width multiplier {mode_default('width')}")
     train_group.add_argument("--epochs", type=int, default=None, help=f"training epochs {mode_default('epochs')}")
     train_group.add_argument("--batch-size", type=int, default=None, help=f"{mode_default('batch_size')}")
-    train_group.add_argument("--lr", type=float, default=None,
-                             help=f"initial SGD learning rate, / 10 at 50%% and 75%% {mode_default('lr')}")
+    train_group.add_argument(
+        "--lr", type=float, default=None, help=f"initial SGD learning rate, / 10 at 50%% and 75%% {mode_default('lr')}"
+    )
     train_group.add_argument("--weight-decay", type=float, default=None, help=f"{mode_default('weight_decay')}")
-    train_group.add_argument("--bn-momentum", type=float, default=None,
-                             help=f"BatchNormalization momentum (see build_model) {mode_default('bn_momentum')}")
-    train_group.add_argument("--jit-compile", choices=("auto", "on", "off"), default=None,
-                             help="XLA compilation; every pruned model is compiled anew, and on a CPU XLA "
-                                  "compilation costs more than it saves for small models [auto / off]")
+    train_group.add_argument(
+        "--bn-momentum",
+        type=float,
+        default=None,
+        help=f"BatchNormalization momentum (see build_model) {mode_default('bn_momentum')}",
+    )
+    train_group.add_argument(
+        "--jit-compile",
+        choices=("auto", "on", "off"),
+        default=None,
+        help="XLA compilation; every pruned model is compiled anew, and on a CPU XLA "
+        "compilation costs more than it saves for small models [auto / off]",
+    )
 
     prune_group = parser.add_argument_group("pruning")
-    prune_group.add_argument("--clustering-factor", type=float, default=0.9,
-                             help="KMeans keeps ceil(factor * n) filters of every group per iteration "
-                                  "(default: %(default)s)")
-    prune_group.add_argument("--max-pruning-percent", type=float, default=0.4,
-                             help="stop when this share of the filters is removed (default: %(default)s)")
-    prune_group.add_argument("--max-iterations", type=int, default=12,
-                             help="at most this many pruning iterations (default: %(default)s)")
-    prune_group.add_argument("--finetune-epochs", type=int, default=None,
-                             help=f"epochs of finetuning after every pruning step {mode_default('finetune_epochs')}")
-    prune_group.add_argument("--finetune-lr", type=float, default=None,
-                             help=f"constant learning rate of the finetuning {mode_default('finetune_lr')}")
-    prune_group.add_argument("--final-epochs", type=int, default=None,
-                             help=f"extra epochs for the pruned model at the end {mode_default('final_epochs')}")
-    prune_group.add_argument("--latency-batch", type=int, default=None,
-                             help="batch size of the latency measurement, 0 to skip it "
-                                  f"{mode_default('latency_batch')}")
+    prune_group.add_argument(
+        "--clustering-factor",
+        type=float,
+        default=0.9,
+        help="KMeans keeps ceil(factor * n) filters of every group per iteration (default: %(default)s)",
+    )
+    prune_group.add_argument(
+        "--max-pruning-percent",
+        type=float,
+        default=0.4,
+        help="stop when this share of the filters is removed (default: %(default)s)",
+    )
+    prune_group.add_argument(
+        "--max-iterations", type=int, default=12, help="at most this many pruning iterations (default: %(default)s)"
+    )
+    prune_group.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=None,
+        help=f"epochs of finetuning after every pruning step {mode_default('finetune_epochs')}",
+    )
+    prune_group.add_argument(
+        "--finetune-lr",
+        type=float,
+        default=None,
+        help=f"constant learning rate of the finetuning {mode_default('finetune_lr')}",
+    )
+    prune_group.add_argument(
+        "--final-epochs",
+        type=int,
+        default=None,
+        help=f"extra epochs for the pruned model at the end {mode_default('final_epochs')}",
+    )
+    prune_group.add_argument(
+        "--latency-batch",
+        type=int,
+        default=None,
+        help=f"batch size of the latency measurement, 0 to skip it {mode_default('latency_batch')}",
+    )
 
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL

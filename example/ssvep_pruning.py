@@ -2,16 +2,16 @@
 
     python example/ssvep_pruning.py [--quick] [--output DIR] [--seed N]
 
-1. Train EEGNet (:func:`ridurre.models.eegnet`) on synthetic SSVEP trials
-   (:func:`ridurre.datasets.make_ssvep_dataset`: 4 stimulus frequencies, 8 electrodes,
+1. Train EEGNet (:func:`ridurre.zoo.models.eegnet`) on synthetic SSVEP trials
+   (:func:`ridurre.zoo.datasets.make_ssvep_dataset`: 4 stimulus frequencies, 8 electrodes,
    fs = 128 Hz, 2 s trials), keeping a quarter of the trials for testing.
 2. Score each temporal filter (``temporal_conv``) by the share of its frequency response at the
    stimulus frequencies and their harmonics (:func:`ridurre.ssvep.score_model_layer`) and write
    the scores with :func:`ridurre.ssvep.write_scores_csv`.
 3. Prune half of the temporal filters in one shot from the score file
-   (:func:`ridurre.prune_scores.prune_by_scores`), once zeroing them (``mode="mask"``) and once
+   (:func:`ridurre.scorefile.prune_by_scores`), once zeroing them (``mode="mask"``) and once
    removing them (``mode="remove"``), without finetuning.
-4. Prune iteratively with :class:`ridurre.ssvep_pruning.SSVEPScorePruning`: rescore, remove a
+4. Prune iteratively with :class:`ridurre.ssvep.SSVEPScorePruning`: rescore, remove a
    quarter of the temporal filters, finetune briefly, three times.
 5. Print a table: held-out accuracy, parameters and MACs (:func:`ridurre.metrics.model_stats`)
    of each model, and each temporal filter's peak frequency, score and fate.
@@ -35,17 +35,21 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import keras  # noqa: E402
-
-from ridurre.datasets import make_ssvep_dataset  # noqa: E402
-from ridurre.masks import apply_pruned_weights  # noqa: E402
 from ridurre.metrics import model_stats  # noqa: E402
-from ridurre.models import eegnet  # noqa: E402
-from ridurre.prune_scores import prune_by_scores  # noqa: E402
-from ridurre.ssvep import score_model_layer, write_scores_csv  # noqa: E402
-from ridurre.ssvep_pruning import SSVEPScorePruning  # noqa: E402
+from ridurre.scorefile import (
+    apply_pruned_weights,  # noqa: E402
+    prune_by_scores,  # noqa: E402
+)
+from ridurre.ssvep import (  # noqa: E402
+    SSVEPScorePruning,  # noqa: E402
+    score_model_layer,
+    write_scores_csv,
+)
+from ridurre.zoo.datasets import make_ssvep_dataset  # noqa: E402
+from ridurre.zoo.models import eegnet  # noqa: E402
 
 FS = 128.0
 STIMULI = (8.0, 10.0, 12.0, 15.0)
@@ -65,8 +69,7 @@ def parse_args(argv=None):
 
 
 def compile_model(model):
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
 def accuracy(model, x, y):
@@ -95,25 +98,35 @@ def main(argv=None):
     n_trials, epochs, finetune_epochs = (200, 8, 1) if args.quick else (480, 15, 2)
 
     # 1. data and training --------------------------------------------------------------------
-    x, y = make_ssvep_dataset(n_trials=n_trials, channels=CHANNELS, samples=SAMPLES, fs=FS,
-                              stimulus_freqs=STIMULI, harmonics=HARMONICS, noise=1.0, seed=args.seed)
+    x, y = make_ssvep_dataset(
+        n_trials=n_trials,
+        channels=CHANNELS,
+        samples=SAMPLES,
+        fs=FS,
+        stimulus_freqs=STIMULI,
+        harmonics=HARMONICS,
+        noise=1.0,
+        seed=args.seed,
+    )
     n_train = int(0.75 * n_trials)
     x_train, y_train, x_test, y_test = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
     keras.utils.set_random_seed(args.seed)
-    model = eegnet(num_classes=len(STIMULI), channels=CHANNELS, samples=SAMPLES, F1=8, D=2, F2=16,
-                   kernel_length=64, dropout=0.25)
+    model = eegnet(
+        num_classes=len(STIMULI), channels=CHANNELS, samples=SAMPLES, F1=8, D=2, F2=16, kernel_length=64, dropout=0.25
+    )
     compile_model(model)
     model.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
     model_path = os.path.join(out, "eegnet.keras")
     model.save(model_path)
     acc_before = accuracy(model, x_test, y_test)
-    print(f"trained EEGNet on {n_train} trials for {epochs} epochs: held-out accuracy "
-          f"{acc_before:.1%} ({len(y_test)} trials)")
+    print(
+        f"trained EEGNet on {n_train} trials for {epochs} epochs: held-out accuracy "
+        f"{acc_before:.1%} ({len(y_test)} trials)"
+    )
 
     # 2. frequency-response scores ------------------------------------------------------------
     kernel = model.get_layer(LAYER).get_weights()[0]
-    scores = score_model_layer(model, LAYER, fs=FS, target_freqs=STIMULI, harmonics=HARMONICS,
-                               bandwidth=BANDWIDTH)
+    scores = score_model_layer(model, LAYER, fs=FS, target_freqs=STIMULI, harmonics=HARMONICS, bandwidth=BANDWIDTH)
     peaks = peak_frequencies(kernel)
     stats_path = os.path.join(out, "filter_stats.csv")
     write_scores_csv(stats_path, {LAYER: scores})
@@ -130,10 +143,20 @@ def main(argv=None):
         return m.fit(x_train, y_train, initial_epoch=initial_epoch, epochs=end_epoch, batch_size=32, verbose=0)
 
     pruning = SSVEPScorePruning(
-        0.25, compile_model, finetune, finetune_epochs, maximum_prune_iterations=3,
-        nb_trained_for_epochs=epochs, fs=FS, target_freqs=STIMULI, harmonics=HARMONICS,
-        bandwidth=BANDWIDTH, output_dir=os.path.join(out, "iterative"), seed=args.seed,
-        evaluate_fn=lambda m: accuracy(m, x_test, y_test))
+        0.25,
+        compile_model,
+        finetune,
+        finetune_epochs,
+        maximum_prune_iterations=3,
+        nb_trained_for_epochs=epochs,
+        fs=FS,
+        target_freqs=STIMULI,
+        harmonics=HARMONICS,
+        bandwidth=BANDWIDTH,
+        output_dir=os.path.join(out, "iterative"),
+        seed=args.seed,
+        evaluate_fn=lambda m: accuracy(m, x_test, y_test),
+    )
     pruned, _ = pruning.run_pruning(model)
     pruned.save(os.path.join(out, "ssvep_pruned.keras"))
     alive = np.arange(len(scores))
@@ -149,15 +172,29 @@ def main(argv=None):
     n_filters = model.get_layer(LAYER).filters
     rows = [  # (name, model, accuracy, live temporal filters, how to show them)
         ("original", model, acc_before, n_filters, str(n_filters)),
-        ("one-shot mask", masked, accuracy(masked, x_test, y_test), n_filters - len(one_shot),
-         f"{n_filters - len(one_shot)} + {len(one_shot)} zeroed"),
-        ("one-shot remove", removed_model, accuracy(removed_model, x_test, y_test),
-         removed_model.get_layer(LAYER).filters, str(removed_model.get_layer(LAYER).filters)),
-        (f"iterative + finetune ({len(pruning.history)}x)", pruned, acc_after, pruned.get_layer(LAYER).filters,
-         str(pruned.get_layer(LAYER).filters)),
+        (
+            "one-shot mask",
+            masked,
+            accuracy(masked, x_test, y_test),
+            n_filters - len(one_shot),
+            f"{n_filters - len(one_shot)} + {len(one_shot)} zeroed",
+        ),
+        (
+            "one-shot remove",
+            removed_model,
+            accuracy(removed_model, x_test, y_test),
+            removed_model.get_layer(LAYER).filters,
+            str(removed_model.get_layer(LAYER).filters),
+        ),
+        (
+            f"iterative + finetune ({len(pruning.history)}x)",
+            pruned,
+            acc_after,
+            pruned.get_layer(LAYER).filters,
+            str(pruned.get_layer(LAYER).filters),
+        ),
     ]
-    summary = {"accuracy_before": acc_before, "accuracy_after_finetune": acc_after, "models": {},
-               "filters": []}
+    summary = {"accuracy_before": acc_before, "accuracy_after_finetune": acc_after, "models": {}, "filters": []}
     print()
     print(f"{'model':<28} {'accuracy':>8} {'params':>8} {'MACs':>10} {'temporal filters':>17}")
     for name, m, acc, live, shown in rows:
@@ -165,19 +202,29 @@ def main(argv=None):
         summary["models"][name] = {"accuracy": acc, "params": params, "macs": macs, "temporal_filters": live}
         print(f"{name:<28} {acc:>8.1%} {params:>8,} {macs:>10,} {shown:>17}")
     print()
-    print(f"temporal filters (stimuli {', '.join(f'{f:g}' for f in STIMULI)} Hz, harmonics {HARMONICS}, "
-          f"bandwidth ±{BANDWIDTH:g} Hz):")
+    print(
+        f"temporal filters (stimuli {', '.join(f'{f:g}' for f in STIMULI)} Hz, harmonics {HARMONICS}, "
+        f"bandwidth ±{BANDWIDTH:g} Hz):"
+    )
     print(f"{'filter':>6} {'peak Hz':>8} {'score':>6}  {'one-shot':<9} iterative (removed in iteration)")
     for f in range(len(scores)):
         fate = f"removed ({removed_at[f]})" if f in removed_at else "kept"
         print(f"{f:>6} {peaks[f]:>8.1f} {scores[f]:>6.3f}  {'removed' if f in one_shot else 'kept':<9} {fate}")
-        summary["filters"].append({"filter": f, "peak_hz": float(peaks[f]), "score": float(scores[f]),
-                                   "one_shot_removed": f in one_shot, "iterative_removed_at": removed_at.get(f)})
-    print("iterative: held-out accuracy after each finetune "
-          + ", ".join(f"{r.metric:.1%}" for r in pruning.history))
-    print(f"one shot removed {len(one_shot)} filters, peaks "
-          f"{', '.join(f'{peaks[f]:.1f}' for f in one_shot) or '-'} Hz; the iterative loop removed "
-          f"{len(removed_at)}, peaks {', '.join(f'{peaks[f]:.1f}' for f in sorted(removed_at)) or '-'} Hz")
+        summary["filters"].append(
+            {
+                "filter": f,
+                "peak_hz": float(peaks[f]),
+                "score": float(scores[f]),
+                "one_shot_removed": f in one_shot,
+                "iterative_removed_at": removed_at.get(f),
+            }
+        )
+    print("iterative: held-out accuracy after each finetune " + ", ".join(f"{r.metric:.1%}" for r in pruning.history))
+    print(
+        f"one shot removed {len(one_shot)} filters, peaks "
+        f"{', '.join(f'{peaks[f]:.1f}' for f in one_shot) or '-'} Hz; the iterative loop removed "
+        f"{len(removed_at)}, peaks {', '.join(f'{peaks[f]:.1f}' for f in sorted(removed_at)) or '-'} Hz"
+    )
     summary["seconds"] = time.perf_counter() - started
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)

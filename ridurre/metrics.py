@@ -34,8 +34,10 @@ Counting convention
   operation that is not a pure reshaping, padding, concatenation or dropout).
 * Nested models (a Functional or Sequential model used as a layer) are
   counted through their inner layers, whose rows are named ``outer/inner``.
-* Layers that hold weights but have no MAC rule here (recurrent layers,
-  attention, ``EinsumDense``, custom layers...) are listed in
+* Every count is asked of the layer's rule (:mod:`ridurre.rules`: ``macs``,
+  ``cost`` and ``other_ops``), the same table that says how channels flow, so
+  a layer taught with ``register_rule`` is counted too. Layers that hold
+  weights but have no rule (custom layers...) are listed in
   ``ModelStats.uncounted``: for such models ``total_macs`` is a lower bound.
 
 This module imports only Keras, NumPy and the standard library, so it works
@@ -52,6 +54,10 @@ import time
 
 import keras
 import numpy as np
+
+from ridurre import _compat
+from ridurre._validation import check_int as _check_int
+from ridurre.rules import LayerRule, as_rule_set
 
 __all__ = [
     "LatencyResult",
@@ -141,13 +147,8 @@ class ModelStats:
         """Return a plain-text table of the layers and the totals."""
         lines = [f"{'layer':<40} {'class':<22} {'params':>12} {'MACs':>14}"]
         for row in self.layers:
-            lines.append(
-                f"{row.name[:40]:<40} {row.class_name[:22]:<22} "
-                f"{row.params:>12,} {row.macs:>14,}"
-            )
-        lines.append(
-            f"{'total':<63} {self.total_params:>12,} {self.total_macs:>14,}"
-        )
+            lines.append(f"{row.name[:40]:<40} {row.class_name[:22]:<22} {row.params:>12,} {row.macs:>14,}")
+        lines.append(f"{'total':<63} {self.total_params:>12,} {self.total_macs:>14,}")
         return "\n".join(lines)
 
 
@@ -182,9 +183,7 @@ class LatencyResult:
 
 def _check_model(model, what="model"):
     if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`{what}` must be a keras.Model, got {type(model).__name__}."
-        )
+        raise TypeError(f"`{what}` must be a keras.Model, got {type(model).__name__}.")
     if not model.built:
         raise ValueError(
             f"`{what}` ({model.name!r}) is not built: expected a built "
@@ -194,40 +193,14 @@ def _check_model(model, what="model"):
 
 def _graph(model):
     """Return the Functional graph behind ``model`` (Sequential included)."""
-    graph = model
-    if isinstance(model, keras.Sequential):
-        # A built Sequential keeps its graph in a Functional of its own.
-        graph = getattr(model, "_functional", None)
-    if graph is None or not hasattr(graph, "operations"):
+    graph = _compat.functional_of(model)
+    if graph is None:
         raise ValueError(
             f"Model {model.name!r} ({type(model).__name__}) has no layer "
             "graph: MACs need a Functional or Sequential model with known "
             "inputs (subclassed models are not supported)."
         )
     return graph
-
-
-def _graph_nodes(graph):
-    """Return {id(node)} of the call nodes that belong to ``graph``.
-
-    A layer can be called in several models; only the calls reachable from
-    this graph's outputs count.
-    """
-    seen = set()
-    stack = [t._keras_history for t in keras.tree.flatten(graph.outputs)]
-    while stack:
-        operation, node_index, _ = stack.pop()
-        if operation is None:
-            continue
-        node = operation._inbound_nodes[node_index]
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        for tensor in node.input_tensors:
-            history = getattr(tensor, "_keras_history", None)
-            if history is not None:
-                stack.append(history)
-    return seen
 
 
 def _shape(tensor):
@@ -253,116 +226,26 @@ def _defined(shape, layer_name):
 
 
 # --------------------------------------------------------------------------
-# Per-layer cost rules
+# Per-call cost: asked of the layer's rule (ridurre.rules)
 # --------------------------------------------------------------------------
 
-_FREE = (
-    "InputLayer", "Flatten", "Reshape", "Permute", "RepeatVector",
-    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
-    "GaussianDropout", "GaussianNoise", "AlphaDropout", "ActivityRegularization",
-    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
-    "Cropping1D", "Cropping2D", "Cropping3D", "Concatenate", "Identity",
-    "Masking", "UpSampling1D", "Cast", "Squeeze", "ExpandDims", "Transpose",
-)
-_ACTIVATIONS = (
-    "ReLU", "ELU", "LeakyReLU", "PReLU", "Softmax", "ThresholdedReLU",
-    "Activation", "Relu", "Relu6", "Sigmoid", "Tanh", "Silu", "Gelu",
-    "Softplus", "HardSigmoid", "HardSilu", "Elu", "LeakyRelu",
-)
-_ELEMENTWISE = (
-    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Divide",
-)
 
-
-def _channel_axis(layer, rank):
-    data_format = getattr(layer, "data_format", "channels_last")
-    return 1 if data_format == "channels_first" else rank - 1
-
-
-def _spatial(shape, layer):
-    axis = _channel_axis(layer, len(shape))
-    return [d for i, d in enumerate(shape) if i not in (0, axis)], shape[axis]
-
-
-def _conv_macs(layer, in_shape, out_shape):
-    """MACs of a convolution-like layer, or None if ``layer`` is not one."""
-    L = keras.layers
-    kernel = _prod(getattr(layer, "kernel_size", ()))
-    groups = int(getattr(layer, "groups", 1) or 1)
-    in_spatial, in_ch = _spatial(in_shape, layer)
-    out_spatial, out_ch = _spatial(out_shape, layer)
-    if isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose,
-                          L.Conv3DTranspose)):
-        return _prod(in_spatial) * in_ch * kernel * out_ch // groups
-    if isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
-        return _prod(out_spatial) * out_ch * kernel
-    if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
-        mid = in_ch * int(layer.depth_multiplier)
-        return _prod(out_spatial) * mid * (kernel + out_ch)
-    if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)):
-        return _prod(out_spatial) * out_ch * kernel * in_ch // groups
-    return None
-
-
-def _has_activation(layer):
-    activation = getattr(layer, "activation", None)
-    return activation is not None and getattr(
-        activation, "__name__", "linear") != "linear"
-
-
-def _call_cost(layer, node, name):
+def _call_cost(layer, rule, call, name):
     """Return (macs, other_kind, other_count) for one call of ``layer``."""
-    cls = type(layer).__name__
-    inputs = [_shape(t) for t in node.input_tensors]
-    out_shape = _shape(node.outputs[0]) if node.outputs else ()
-    if cls in _FREE or not node.outputs:
+    if not call.outputs or (rule is not None and rule.cost == "free" and not rule.produces):
         return 0, None, 0
-    out_shape = _defined(out_shape, name)
-    out_elems = _prod(out_shape[1:])
-    if isinstance(layer, keras.layers.Dense):
-        in_shape = _defined(inputs[0], name)
-        macs = _prod(in_shape[1:]) * int(layer.units)
-        return macs, ("activation" if _has_activation(layer) else None), (
-            out_elems if _has_activation(layer) else 0)
-    if inputs and hasattr(layer, "kernel_size"):
-        macs = _conv_macs(layer, _defined(inputs[0], name), out_shape)
-        if macs is not None:
-            act = _has_activation(layer)
-            return macs, ("activation" if act else None), (
-                out_elems if act else 0)
-    if "Normalization" in cls:
-        return 0, "normalization", out_elems
-    if cls in _ACTIVATIONS:
-        if cls == "Activation" and not _has_activation(layer):
-            return 0, None, 0
-        return 0, "activation", out_elems
-    if "Pooling" in cls:
-        if cls.startswith("Global"):
-            return 0, "pooling", _prod(_defined(inputs[0], name)[1:])
-        return 0, "pooling", out_elems * _prod(getattr(layer, "pool_size", ()))
-    if cls in _ELEMENTWISE:
-        return 0, "elementwise", out_elems * max(len(inputs) - 1, 1)
-    return 0, "other", out_elems
-
-
-def _mac_layers():
-    L = keras.layers
-    return (
-        L.Dense, L.Conv1D, L.Conv2D, L.Conv3D, L.Conv1DTranspose,
-        L.Conv2DTranspose, L.Conv3DTranspose, L.DepthwiseConv1D,
-        L.DepthwiseConv2D, L.SeparableConv1D, L.SeparableConv2D,
-    )
-
-
-def _is_counted(layer):
-    """Whether a layer with weights has a MAC rule (or has no MACs)."""
-    cls = type(layer).__name__
-    return (
-        isinstance(layer, _mac_layers())
-        or "Normalization" in cls
-        or cls in _ACTIVATIONS
-        or cls == "Embedding"
-    )
+    in_shapes = [_shape(t) for t in call.inputs]
+    out_shapes = [_defined(_shape(t), name) for t in call.outputs]
+    if rule is None:
+        return 0, "other", _prod(out_shapes[0][1:])
+    if rule.produces or type(rule).macs is not LayerRule.macs:
+        in_shapes = [_defined(s, name) for s in in_shapes]
+    elif rule.cost == "pooling":
+        in_shapes = [_defined(s, name) for s in in_shapes[:1]]
+    macs = int(rule.macs(layer, in_shapes, out_shapes))
+    count = int(rule.other_ops(layer, in_shapes, out_shapes))
+    kind = rule.cost if count and rule.cost != "free" else None
+    return macs, kind, count if kind else 0
 
 
 # --------------------------------------------------------------------------
@@ -383,48 +266,54 @@ def _with_input_shape(model, input_shape):
             f"axis (or a list of such tuples), got {input_shape!r}."
         ) from None
     if any(d <= 0 for s in shapes for d in s):
-        raise ValueError(
-            f"`input_shape` must contain positive ints, got {input_shape!r}.")
+        raise ValueError(f"`input_shape` must contain positive ints, got {input_shape!r}.")
     tensors = inputs if len(inputs) > 1 else inputs[0]
     return keras.models.clone_model(model, input_tensors=tensors)
 
 
-def _collect(model, prefix, rows, other, uncounted):
+def _collect(model, prefix, rows, other, uncounted, rules):
     graph = _graph(model)
-    members = _graph_nodes(graph)
+    calls = {}
+    for call in _compat.calls(graph):
+        calls.setdefault(id(call.operation), []).append(call)
     for layer in graph.operations:
         name = prefix + layer.name
-        nodes = [n for n in layer._inbound_nodes if id(n) in members]
-        if type(layer).__name__ == "InputLayer" or not nodes:
+        layer_calls = calls.get(id(layer))
+        if not layer_calls:
             continue
-        if isinstance(layer, keras.Model):
-            for node in nodes:
+        if _compat.is_graph_model(layer):
+            for call in layer_calls:
                 inner = layer
-                call_shapes = [_shape(t) for t in node.input_tensors]
-                inner_shapes = [_shape(t) for t in
-                                keras.tree.flatten(_graph(layer).inputs)]
-                if any(d is None for s in inner_shapes for d in s[1:]) and \
-                        len(call_shapes) == len(inner_shapes):
+                call_shapes = [_shape(t) for t in call.inputs]
+                inner_shapes = [_shape(t) for t in keras.tree.flatten(_graph(layer).inputs)]
+                if any(d is None for s in inner_shapes for d in s[1:]) and len(call_shapes) == len(inner_shapes):
                     # The nested model was built for any size: retrace it on
                     # the shapes of this call.
                     shapes = [s[1:] for s in call_shapes]
-                    inner = _with_input_shape(
-                        layer, shapes if len(shapes) > 1 else shapes[0])
-                _collect(inner, name + "/", rows, other, uncounted)
+                    inner = _with_input_shape(layer, shapes if len(shapes) > 1 else shapes[0])
+                _collect(inner, name + "/", rows, other, uncounted, rules)
             continue
+        rule = rules.get(layer)
         params = _weights_size(layer)
-        if params and not _is_counted(layer) and name not in uncounted:
+        if params and rule is None and name not in uncounted:
             uncounted.append(name)
         row = rows.get(name)
         if row is None:
-            out = _shape(nodes[0].outputs[0]) if nodes[0].outputs else None
+            outputs = layer_calls[0].outputs
+            out = _shape(outputs[0]) if outputs else None
             channels = out[-1] if out and len(out) >= 2 else None
             row = rows[name] = LayerStats(
-                name=name, class_name=type(layer).__name__, output_shape=out,
+                name=name,
+                class_name=type(layer).__name__,
+                output_shape=out,
                 channels=None if channels is None else int(channels),
-                params=params, macs=0, other_ops=0, calls=0)
-        for node in nodes:
-            macs, kind, count = _call_cost(layer, node, name)
+                params=params,
+                macs=0,
+                other_ops=0,
+                calls=0,
+            )
+        for call in layer_calls:
+            macs, kind, count = _call_cost(layer, rule, call, name)
             row.macs += int(macs)
             row.calls += 1
             if kind is not None and count:
@@ -459,7 +348,7 @@ def count_params(model) -> int:
     return sum(_prod(w.shape) for w in unique.values())
 
 
-def layer_stats(model, input_shape=None) -> list:
+def layer_stats(model, input_shape=None, rules=None) -> list:
     """Return the cost of every layer of a model (see the module docstring).
 
     Args:
@@ -480,10 +369,10 @@ def layer_stats(model, input_shape=None) -> list:
     >>> (rows[0].name, rows[0].params, rows[0].macs)
     ('conv', 112, 6912)
     """
-    return model_stats(model, input_shape=input_shape).layers
+    return model_stats(model, input_shape=input_shape, rules=rules).layers
 
 
-def model_stats(model, input_shape=None) -> ModelStats:
+def model_stats(model, input_shape=None, rules=None) -> ModelStats:
     """Count the parameters, MACs and other operations of a model.
 
     See the module docstring for the exact counting convention.
@@ -494,6 +383,7 @@ def model_stats(model, input_shape=None) -> ModelStats:
             list of shapes for a multi-input model; the model is then traced
             on inputs of that shape. Needed when the model's inputs have
             undefined dimensions.
+        rules: extra layer rules for this call (see :mod:`ridurre.rules`).
 
     Returns:
         A `ModelStats`.
@@ -517,7 +407,7 @@ def model_stats(model, input_shape=None) -> ModelStats:
     if input_shape is not None:
         traced = _with_input_shape(model, input_shape)
     rows, other, uncounted = {}, {}, []
-    _collect(traced, "", rows, other, uncounted)
+    _collect(traced, "", rows, other, uncounted, as_rule_set(rules))
     return ModelStats(
         layers=list(rows.values()),
         total_params=count_params(model),
@@ -559,9 +449,7 @@ def compare(before, after) -> dict:
         if isinstance(value, keras.Model):
             value = model_stats(value)
         if not isinstance(value, ModelStats):
-            raise TypeError(
-                f"`{label}` must be a ModelStats or a keras.Model, got "
-                f"{type(value).__name__}.")
+            raise TypeError(f"`{label}` must be a ModelStats or a keras.Model, got {type(value).__name__}.")
         stats.append(value)
     report = {}
     for key, attr in (("params", "total_params"), ("macs", "total_macs")):
@@ -601,16 +489,7 @@ def model_size_bytes(model) -> int:
         return os.path.getsize(path)
 
 
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-            or value < minimum:
-        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"`{name}` must be {kind}, got {value!r}.")
-    return int(value)
-
-
-def measure_latency(model, batch_size=1, input_shape=None, warmup=3,
-                    repeats=20, compiled=False) -> LatencyResult:
+def measure_latency(model, batch_size=1, input_shape=None, warmup=3, repeats=20, compiled=False) -> LatencyResult:
     """Measure the wall-clock inference time of ``model(x, training=False)``.
 
     With ``compiled=True`` the compiled forward pass (``model.predict_on_batch``: a
@@ -653,18 +532,17 @@ def measure_latency(model, batch_size=1, input_shape=None, warmup=3,
         if any(d is None for s in shapes for d in s):
             raise ValueError(
                 f"Model {model.name!r} has undefined input dimensions {shapes}:"
-                " pass `input_shape` (without the batch axis).")
+                " pass `input_shape` (without the batch axis)."
+            )
     else:
-        shapes = input_shape if isinstance(input_shape, list) else [
-            input_shape]
+        shapes = input_shape if isinstance(input_shape, list) else [input_shape]
         for s in shapes:
             if not all(isinstance(d, (int, np.integer)) and d > 0 for d in s):
                 raise ValueError(
-                    "`input_shape` must be a tuple of positive ints without "
-                    f"the batch axis, got {input_shape!r}.")
+                    f"`input_shape` must be a tuple of positive ints without the batch axis, got {input_shape!r}."
+                )
     rng = np.random.default_rng(0)
-    xs = [rng.standard_normal((batch_size, *s)).astype("float32")
-          for s in shapes]
+    xs = [rng.standard_normal((batch_size, *s)).astype("float32") for s in shapes]
     x = xs if len(xs) > 1 else xs[0]
 
     def run():
@@ -685,6 +563,5 @@ def measure_latency(model, batch_size=1, input_shape=None, warmup=3,
         p90_ms=float(np.percentile(times, 90)),
         batch_size=batch_size,
         repeats=repeats,
-        images_per_second=batch_size * 1000.0 / median if median > 0 else
-        float("inf"),
+        images_per_second=batch_size * 1000.0 / median if median > 0 else float("inf"),
     )

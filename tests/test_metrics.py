@@ -11,10 +11,18 @@ import numpy as np
 import pytest
 from keras import layers
 
-from ridurre.metrics import (LatencyResult, LayerStats, ModelStats, compare,
-                             count_params, layer_stats, measure_latency,
-                             model_size_bytes, model_stats)
-from ridurre.models import resnet_cifar, small_cnn, vgg16_cifar10
+from ridurre.metrics import (
+    LatencyResult,
+    LayerStats,
+    ModelStats,
+    compare,
+    count_params,
+    layer_stats,
+    measure_latency,
+    model_size_bytes,
+    model_stats,
+)
+from ridurre.zoo.models import resnet_cifar, small_cnn, vgg16_cifar10
 
 
 def _rel(value, reference):
@@ -47,8 +55,7 @@ def test_resnet56_matches_he_et_al():
 
 
 def test_keras_resnet50():
-    model = keras.applications.ResNet50(weights=None,
-                                        input_shape=(224, 224, 3))
+    model = keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3))
     stats = model_stats(model)
     assert _rel(stats.total_params, 25.6e6) < 0.005
     # keras.applications.ResNet50 is ResNet v1 (stride in the first 1x1
@@ -60,8 +67,7 @@ def test_keras_resnet50():
 
 
 def test_keras_mobilenetv2():
-    model = keras.applications.MobileNetV2(weights=None,
-                                           input_shape=(224, 224, 3))
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
     stats = model_stats(model)
     assert _rel(stats.total_macs, 300e6) < 0.10
     assert _rel(stats.total_params, 3.54e6) < 0.01
@@ -73,32 +79,30 @@ def test_keras_mobilenetv2():
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("layer, input_shape, expected", [
-    # 8x8 output, 16 filters, 3x3 kernel, 4 input channels
-    (layers.Conv2D(16, 3, padding="same"), (8, 8, 4), 8 * 8 * 16 * 9 * 4),
-    # valid padding, stride 2: 3x3 output
-    (layers.Conv2D(5, 3, strides=2), (8, 8, 2), 3 * 3 * 5 * 9 * 2),
-    # grouped convolution divides by the groups
-    (layers.Conv2D(8, 3, padding="same", groups=4), (6, 6, 8),
-     6 * 6 * 8 * 9 * 8 // 4),
-    (layers.Conv2D(4, 3, padding="same", data_format="channels_first"),
-     (3, 8, 8), 8 * 8 * 4 * 9 * 3),
-    (layers.Conv1D(6, 5, padding="same"), (20, 3), 20 * 6 * 5 * 3),
-    (layers.Conv3D(2, 3, padding="same"), (4, 4, 4, 3), 64 * 2 * 27 * 3),
-    # transposed: every input position through the kernel
-    (layers.Conv2DTranspose(3, 2, strides=2), (5, 5, 4), 5 * 5 * 4 * 4 * 3),
-    (layers.Conv1DTranspose(3, 4, strides=2), (7, 2), 7 * 2 * 4 * 3),
-    (layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2),
-     (8, 8, 4), 8 * 8 * 8 * 9),
-    (layers.DepthwiseConv1D(3), (10, 4), 8 * 4 * 3),
-    (layers.SeparableConv2D(16, 3, padding="same"), (8, 8, 4),
-     8 * 8 * 4 * 9 + 8 * 8 * 4 * 16),
-    (layers.SeparableConv1D(7, 3, depth_multiplier=2), (12, 3),
-     10 * 6 * 3 + 10 * 6 * 7),
-    (layers.Dense(10), (32,), 32 * 10),
-    # Dense on a rank-3 tensor counts every position
-    (layers.Dense(10), (5, 32), 5 * 32 * 10),
-])
+@pytest.mark.parametrize(
+    "layer, input_shape, expected",
+    [
+        # 8x8 output, 16 filters, 3x3 kernel, 4 input channels
+        (layers.Conv2D(16, 3, padding="same"), (8, 8, 4), 8 * 8 * 16 * 9 * 4),
+        # valid padding, stride 2: 3x3 output
+        (layers.Conv2D(5, 3, strides=2), (8, 8, 2), 3 * 3 * 5 * 9 * 2),
+        # grouped convolution divides by the groups
+        (layers.Conv2D(8, 3, padding="same", groups=4), (6, 6, 8), 6 * 6 * 8 * 9 * 8 // 4),
+        (layers.Conv2D(4, 3, padding="same", data_format="channels_first"), (3, 8, 8), 8 * 8 * 4 * 9 * 3),
+        (layers.Conv1D(6, 5, padding="same"), (20, 3), 20 * 6 * 5 * 3),
+        (layers.Conv3D(2, 3, padding="same"), (4, 4, 4, 3), 64 * 2 * 27 * 3),
+        # transposed: every input position through the kernel
+        (layers.Conv2DTranspose(3, 2, strides=2), (5, 5, 4), 5 * 5 * 4 * 4 * 3),
+        (layers.Conv1DTranspose(3, 4, strides=2), (7, 2), 7 * 2 * 4 * 3),
+        (layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2), (8, 8, 4), 8 * 8 * 8 * 9),
+        (layers.DepthwiseConv1D(3), (10, 4), 8 * 4 * 3),
+        (layers.SeparableConv2D(16, 3, padding="same"), (8, 8, 4), 8 * 8 * 4 * 9 + 8 * 8 * 4 * 16),
+        (layers.SeparableConv1D(7, 3, depth_multiplier=2), (12, 3), 10 * 6 * 3 + 10 * 6 * 7),
+        (layers.Dense(10), (32,), 32 * 10),
+        # Dense on a rank-3 tensor counts every position
+        (layers.Dense(10), (5, 32), 5 * 32 * 10),
+    ],
+)
 def test_mac_rules(layer, input_shape, expected):
     model = _single(layer, input_shape)
     stats = model_stats(model)
@@ -119,10 +123,10 @@ def test_other_ops_are_separate_from_macs():
     stats = model_stats(model)
     assert stats.total_macs == 8 * 8 * 4 * 27
     assert stats.other_ops == {
-        "activation": 256,       # the fused relu
+        "activation": 256,  # the fused relu
         "normalization": 256,
-        "elementwise": 256,      # one add per element
-        "pooling": 64 * 4,       # 4x4x4 outputs, 2x2 window
+        "elementwise": 256,  # one add per element
+        "pooling": 64 * 4,  # 4x4x4 outputs, 2x2 window
     }
     by_name = {row.class_name: row for row in stats.layers}
     assert by_name["Flatten"].other_ops == 0 and by_name["Flatten"].macs == 0
@@ -171,9 +175,7 @@ def test_nested_model_is_recursed_with_prefixed_names():
 
 
 def test_nested_sequential_called_twice_counts_macs_per_call():
-    inner = keras.Sequential(
-        [keras.Input((8, 8, 4)), layers.Conv2D(4, 3, padding="same",
-                                              name="conv")], name="seq")
+    inner = keras.Sequential([keras.Input((8, 8, 4)), layers.Conv2D(4, 3, padding="same", name="conv")], name="seq")
     inputs = keras.Input((8, 8, 4))
     model = keras.Model(inputs, inner(inner(inputs)))
     stats = model_stats(model)
@@ -227,8 +229,7 @@ def test_undefined_shapes_need_input_shape():
 
 
 def test_sequential_model():
-    model = keras.Sequential([keras.Input((6,)), layers.Dense(5),
-                              layers.Dense(2)])
+    model = keras.Sequential([keras.Input((6,)), layers.Dense(5), layers.Dense(2)])
     stats = model_stats(model)
     assert stats.total_macs == 30 + 10
     assert stats.total_params == 35 + 12
@@ -266,13 +267,10 @@ def test_compare():
     report = compare(before, after)
     assert report["params_before"] == before.total_params
     assert report["macs_after"] == after.total_macs
-    assert report["macs_ratio"] == pytest.approx(
-        after.total_macs / before.total_macs)
+    assert report["macs_ratio"] == pytest.approx(after.total_macs / before.total_macs)
     assert 0.2 < report["macs_ratio"] < 0.3  # half the width: ~1/4 MACs
-    assert report["macs_reduction"] == pytest.approx(
-        1 - report["macs_ratio"])
-    assert report["params_compression"] == pytest.approx(
-        before.total_params / after.total_params)
+    assert report["macs_reduction"] == pytest.approx(1 - report["macs_ratio"])
+    assert report["params_compression"] == pytest.approx(before.total_params / after.total_params)
     with pytest.raises(TypeError, match="ModelStats"):
         compare(before, 3)
 
@@ -323,8 +321,7 @@ def test_measure_latency_returns_sane_values():
     assert result.median_ms > 0
     assert result.p90_ms >= result.median_ms
     assert (result.batch_size, result.repeats) == (4, 5)
-    assert result.images_per_second == pytest.approx(
-        4 * 1000 / result.median_ms)
+    assert result.images_per_second == pytest.approx(4 * 1000 / result.median_ms)
 
 
 def test_measure_latency_input_shape_and_validation():
@@ -332,13 +329,14 @@ def test_measure_latency_input_shape_and_validation():
     model = keras.Model(inputs, layers.Conv2D(2, 3)(inputs))
     with pytest.raises(ValueError, match="input_shape"):
         measure_latency(model)
-    assert measure_latency(model, input_shape=(8, 8, 3), warmup=0,
-                           repeats=1).median_ms > 0
-    for kwargs, name in [({"batch_size": 0}, "batch_size"),
-                         ({"repeats": -1}, "repeats"),
-                         ({"warmup": "3"}, "warmup"),
-                         ({"batch_size": True}, "batch_size"),
-                         ({"input_shape": (8, 0, 3)}, "input_shape")]:
+    assert measure_latency(model, input_shape=(8, 8, 3), warmup=0, repeats=1).median_ms > 0
+    for kwargs, name in [
+        ({"batch_size": 0}, "batch_size"),
+        ({"repeats": -1}, "repeats"),
+        ({"warmup": "3"}, "warmup"),
+        ({"batch_size": True}, "batch_size"),
+        ({"input_shape": (8, 0, 3)}, "input_shape"),
+    ]:
         with pytest.raises(ValueError, match=name):
             measure_latency(model, **{"input_shape": (8, 8, 3), **kwargs})
 
@@ -366,8 +364,7 @@ def test_metrics_run_on_jax_without_tensorflow():
               "tensorflow" in sys.modules)
     """)
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, "-c", code], env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     params, macs, tf_loaded = result.stdout.split()[-3:]
     assert int(params) == 40 + 16 + 10

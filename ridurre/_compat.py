@@ -1,0 +1,130 @@
+"""The only module that touches Keras internals (``keras.src`` and private graph attributes).
+
+Keras 3 keeps the graph of a Functional model in private attributes (``_nodes_by_depth``,
+``_inbound_nodes``, ``_keras_history``, a Sequential model's ``_functional``). ridurre needs
+them to trace channels; everything else in ridurre goes through the functions below, so a Keras
+release that moves them breaks one file. Keras itself is imported only inside the functions that
+need it (the rule table consults :func:`builtin_kind` without Keras), and never TensorFlow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "Call",
+    "builtin_kind",
+    "calls",
+    "functional_of",
+    "is_graph_model",
+    "is_symbolic",
+    "layer_calls",
+    "input_name",
+    "inputs_structure",
+]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call of a layer (or raw ``keras.ops`` operation) in a Functional graph.
+
+    Attributes:
+        operation: the layer or operation called.
+        inputs: the symbolic tensors it was called on, flattened.
+        outputs: the symbolic tensors it returned, flattened.
+        args, kwargs: the call's arguments as given (tensors, constants and options such as
+            ``training`` or ``attention_mask``).
+    """
+
+    operation: Any
+    inputs: tuple
+    outputs: tuple
+    args: tuple = ()
+    kwargs: dict | None = None
+
+    def constants(self) -> list:
+        """The call's arguments that are not symbolic tensors (scalars, arrays, options)."""
+        values = list(self.args) + list((self.kwargs or {}).values())
+        return [v for v in values if not is_symbolic(v)]
+
+
+def _call_of(node) -> Call:
+    arguments = getattr(node, "arguments", None)
+    args = tuple(arguments.args) if arguments is not None else ()
+    kwargs = dict(arguments.kwargs) if arguments is not None else {}
+    return Call(node.operation, tuple(node.input_tensors), tuple(node.outputs), args, kwargs)
+
+
+def functional_of(model) -> Any:
+    """The Functional graph behind a built Functional or Sequential model, else ``None``.
+
+    Raises:
+        ValueError: a Sequential model that is not built (no ``Input``).
+    """
+    from keras.src.models.functional import Functional
+    from keras.src.models.sequential import Sequential
+
+    if isinstance(model, Sequential):
+        if model._functional is None:
+            raise ValueError(f"Sequential model {model.name!r} is not built: give it an Input or call build().")
+        return model._functional
+    if isinstance(model, Functional):
+        return model
+    return None
+
+
+def is_graph_model(layer) -> bool:
+    """True for Functional and Sequential models (a model used as a layer is followed inside)."""
+    from keras.src.models.functional import Functional
+    from keras.src.models.sequential import Sequential
+
+    return isinstance(layer, (Functional, Sequential))
+
+
+def calls(functional) -> Iterator[Call]:
+    """The calls of a Functional graph in topological order (inputs first), without the inputs."""
+    by_depth = functional._nodes_by_depth
+    for depth in sorted(by_depth, reverse=True):
+        for node in by_depth[depth]:
+            if node.is_input or node.operation is None:
+                continue
+            yield _call_of(node)
+
+
+def layer_calls(layer) -> list[Call]:
+    """Every call of ``layer`` in any graph it was used in."""
+    return [_call_of(node) for node in layer._inbound_nodes]
+
+
+def is_symbolic(value) -> bool:
+    """True for a symbolic tensor of a Functional graph."""
+    return hasattr(value, "_keras_history")
+
+
+def input_name(tensor) -> str:
+    """The name of the ``InputLayer`` that created a model input tensor."""
+    return tensor._keras_history.operation.name
+
+
+def inputs_structure(model) -> Any:
+    """The nested structure of a Functional model's inputs (a dict, list or single tensor)."""
+    return model._inputs_struct
+
+
+def builtin_kind(cls: type) -> str | None:
+    """``"layer"`` for a class of ``keras.layers``, ``"op"`` for the class of a raw ``keras.ops``
+    call in a graph (``keras.ops.add`` records an ``Add`` operation), else ``None``.
+
+    Example:
+        >>> import keras
+        >>> builtin_kind(keras.layers.Conv2D), builtin_kind(int)
+        ('layer', None)
+    """
+    module = getattr(cls, "__module__", "") or ""
+    if module.startswith("keras.src.layers.") or module.startswith("keras.layers"):
+        return "layer"
+    if module.startswith("keras.src.ops."):
+        return "op"
+    return None

@@ -1,0 +1,447 @@
+"""Pruning jobs for people who do not write Python: ``ridurre prune`` (and the demo's runs).
+
+A job checks everything before it writes anything (the model file, the data and their shapes, the
+configuration, the output directory), then runs the prune-and-finetune loop of
+:class:`ridurre.pruning.Pruner` and leaves behind, in its output directory::
+
+    config.json           the effective configuration (a valid --config file)
+    models/               original.keras, iteration_000.keras, ..., final.keras
+    logs/                 history.json, history.csv, ridurre.log
+    reports/report.md     before/after per layer, accuracy, measured latency, what was removed
+    plots/                history.png, channels.png, scores.png
+
+The user's model file is never written to, and models are loaded with ``safe_mode=True``.
+
+Example (what ``ridurre prune --model m.keras --data digits --method l1 --ratio 0.3`` runs)::
+
+    from ridurre.app.config import resolve_config
+    from ridurre.app.jobs import run_prune
+    config = resolve_config(cli={"model": {"path": "m.keras"}, "strategy": {"ratio": 0.3}})
+    summary = run_prune(config)
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from ridurre import graph as _graph
+from ridurre._io import file_sha256, save_model_atomic
+from ridurre._progress import Progress
+from ridurre.app import report as _report
+from ridurre.app.config import ConfigError
+from ridurre.app.inputs import accuracy, check_data_fits, check_output_dir, eval_split, load_data, load_model_file
+from ridurre.app.report import fmt_pct
+from ridurre.app.runlog import attach_log_file, detach, log_failure
+from ridurre.app.runlog import console as make_console
+from ridurre.criteria import criterion_class
+from ridurre.metrics import measure_latency, model_stats
+from ridurre.pruning import Pruner
+
+__all__ = [
+    "PruneRun",
+    "make_compile_fn",
+    "make_finetune_fn",
+    "make_pruner",
+    "prune_model",
+    "latency_ms",
+    "measure_models",
+    "finish_run",
+    "run_prune",
+    "dry_run",
+]
+
+logger = logging.getLogger("ridurre")
+
+
+@dataclass
+class PruneRun:
+    """What one pruning run produced (what the report and the tables are made of).
+
+    Attributes:
+        original: the model given (never modified).
+        pruned: the pruned and finetuned model.
+        pruner: the :class:`~ridurre.pruning.BasePruning` that ran (its ``history``).
+        seconds: wall time of the loop.
+        split: the split accuracy is reported on (``"test"`` or ``"validation"``).
+        accuracy_before, accuracy_after: accuracy on that split.
+        val_before: validation accuracy before pruning (the first point of the history plot).
+        compile: how rebuilt models were compiled.
+    """
+
+    original: object
+    pruned: object
+    pruner: object
+    seconds: float
+    split: str
+    accuracy_before: float | None
+    accuracy_after: float | None
+    val_before: float | None
+    compile: str
+
+
+def _targets(loss, y, num_outputs):
+    text = str(loss).lower()
+    if "categorical" in text and "sparse" not in text:
+        return np.eye(num_outputs, dtype="float32")[y]
+    if "binary" in text:
+        return y.astype("float32").reshape(-1, 1)
+    return y
+
+
+def make_compile_fn(model, learning_rate=1e-3):
+    """``compile_fn(new_model)`` re-using ``model``'s compiled loss and optimizer when it has them,
+    else Adam(``learning_rate``) with a classification loss and accuracy. Returns
+    ``(compile_fn, description)``."""
+    config = model.get_compile_config() if getattr(model, "compiled", False) else None
+    if config and config.get("optimizer") is not None and config.get("loss") is not None:
+
+        def compile_fn(new):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                new.compile_from_config(copy.deepcopy(config))
+
+        return compile_fn, f"the model's own (loss {config['loss']!r})"
+    outputs = model.outputs[0].shape[-1]
+    loss = "binary_crossentropy" if outputs == 1 else "sparse_categorical_crossentropy"
+
+    def compile_fn(new):
+        new.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+
+    return compile_fn, f"default (Adam {learning_rate:g}, {loss})"
+
+
+def make_finetune_fn(data, batch_size, seed, progress, label="", total_epochs=None):
+    """``finetune(model, initial_epoch, end_epoch)`` fitting on the training split (seeded); one
+    progress bar counts the epochs of all the calls."""
+    bar = progress.epochs(f"{label}finetune epochs", total_epochs)
+
+    def finetune(model, initial_epoch, end_epoch):
+        keras.utils.set_random_seed(seed + initial_epoch)
+        loss = (model.get_compile_config() or {}).get("loss")
+        n_out = model.outputs[0].shape[-1]
+        val = (data.x_val, _targets(loss, data.y_val, n_out)) if len(data.x_val) else None
+        return model.fit(
+            data.x_train,
+            _targets(loss, data.y_train, n_out),
+            batch_size=batch_size,
+            initial_epoch=initial_epoch,
+            epochs=end_epoch,
+            validation_data=val,
+            verbose=0,
+            callbacks=[bar],
+        )
+
+    finetune.bar = bar.task
+    return finetune
+
+
+def make_pruner(config, compile_fn, finetune_fn, data, output_dir=None, evaluate_fn=None):
+    """The :class:`~ridurre.pruning.Pruner` a :class:`~ridurre.app.config.Config` describes.
+
+    ``strategy.method`` names the criterion (any name of :mod:`ridurre.criteria`),
+    ``strategy.ratio`` becomes ``maximum_pruning_percent``, ``strategy.target_macs`` X becomes
+    ``max_macs_reduction = 1 - X``, and ``strategy.step`` (derived when not given) the share of
+    each group removed per iteration. A criterion that needs data gets
+    ``data.activation_samples`` training examples.
+    """
+    ratio, target, step = config.limits()
+    criterion = config.criterion()
+    options = {}
+    if "data" in criterion_class(criterion).needs:
+        options["data"] = data.x_train[: config["data.activation_samples"]]
+    try:
+        return Pruner(
+            criterion,
+            compile_fn,
+            finetune_fn,
+            config["strategy.finetune_epochs"],
+            pruning_factor=step,
+            criterion_options=options,
+            maximum_prune_iterations=config["strategy.iterations"],
+            maximum_pruning_percent=ratio,
+            max_macs_reduction=None if target is None else 1.0 - target,
+            layers=config["layers.include"],
+            exclude=config["layers.exclude"],
+            min_channels=config["strategy.min_channels"],
+            max_fraction_per_layer=config["strategy.max_fraction_per_layer"],
+            round_to=config["strategy.round_to"],
+            ranking=config["strategy.ranking"],
+            seed=config["strategy.seed"],
+            output_dir=output_dir,
+            verify=config["validation.verify"],
+            evaluate_fn=evaluate_fn,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("strategy", message=f"strategy: {exc}") from None
+
+
+def prune_model(model, data, config, output_dir, progress, label=""):
+    """Run the loop on ``model`` (never modified), writing checkpoints under ``output_dir``.
+
+    Returns:
+        A :class:`PruneRun`.
+    """
+    compile_fn, how = make_compile_fn(model, config["finetune.learning_rate"])
+    finetune = None
+    if config["strategy.finetune_epochs"] > 0:
+        finetune = make_finetune_fn(
+            data,
+            config["finetune.batch_size"],
+            config["strategy.seed"],
+            progress,
+            label,
+            config["strategy.iterations"] * config["strategy.finetune_epochs"],
+        )
+    x_eval, y_eval, split = eval_split(data)
+    x_val, y_val = (data.x_val, data.y_val) if len(data.x_val) else (x_eval, y_eval)
+    iterations = progress.add(f"{label}pruning iterations", total=config["strategy.iterations"])
+
+    def evaluate(new):
+        progress.advance(iterations)
+        return accuracy(new, x_val, y_val) or 0.0
+
+    if output_dir is not None:
+        save_model_atomic(model, os.path.join(output_dir, "models", "original.keras"))
+    pruner = make_pruner(config, compile_fn, finetune, data, output_dir, evaluate)
+    stats = model_stats(model)
+    before = accuracy(model, x_eval, y_eval)
+    val_before = accuracy(model, x_val, y_val)
+    ratio, target, step = config.limits()
+    logger.info(
+        "Original model %r: %s params, %s MACs, %s accuracy %s",
+        model.name,
+        f"{stats.total_params:,}",
+        f"{stats.total_macs:,}",
+        split,
+        fmt_pct(before),
+    )
+    logger.info(
+        "Pruning with %s: up to %d iterations of %.1f %% of the remaining channels (limits: %s), "
+        "%d finetune epoch(s) each, compile: %s",
+        config["strategy.method"],
+        config["strategy.iterations"],
+        100 * step,
+        _limits_text(ratio, target),
+        config["strategy.finetune_epochs"],
+        how,
+    )
+    started = time.perf_counter()
+    pruned, _ = pruner.run_pruning(model)
+    seconds = time.perf_counter() - started
+    progress.finish(iterations)
+    if finetune is not None:
+        progress.finish(finetune.bar)
+    checks = len(pruner.history) if config["validation.verify"] else 0
+    if checks:
+        mode = (
+            "exact comparison with the zeroed model"
+            if config["validation.verify"] == "exact"
+            else "output shape and finite values"
+        )
+        logger.info("Verification: %d/%d forward-pass checks passed (%s)", checks, checks, mode)
+    after = accuracy(pruned, x_eval, y_eval)
+    return PruneRun(
+        original=model,
+        pruned=pruned,
+        pruner=pruner,
+        seconds=seconds,
+        split=split,
+        accuracy_before=before,
+        accuracy_after=after,
+        val_before=val_before,
+        compile=how,
+    )
+
+
+def _limits_text(ratio, target):
+    parts = []
+    if ratio is not None:
+        parts.append(f"at most {100 * ratio:.0f} % of the channels")
+    if target is not None:
+        parts.append(f"keep about {100 * target:.0f} % of the MACs ({1 / target:.2f}x fewer)")
+    return ", ".join(parts)
+
+
+def latency_ms(model, batch_size, input_shape, warmup=2, repeats=10):
+    """Median milliseconds of one compiled forward pass (``model.predict_on_batch``) on random inputs
+    (see :func:`ridurre.metrics.measure_latency`)."""
+    return measure_latency(
+        model, batch_size=batch_size, input_shape=tuple(input_shape), warmup=warmup, repeats=repeats, compiled=True
+    ).median_ms
+
+
+def measure_models(models, input_shape, batch_sizes=(256, 1), rounds=3, budget=0.5, progress=None):
+    """Measured latency (ms per compiled forward pass) of each model at each batch size.
+
+    Models are timed in turns (``rounds`` rounds of :func:`latency_ms`, interleaved so that a busy
+    machine slows them alike) and each keeps its fastest median. The number of repeats adapts so
+    that one measurement takes about ``budget`` seconds.
+
+    Returns:
+        ``{name: {batch_size: milliseconds}}``.
+    """
+    task = progress.add("measuring latency", total=rounds * len(models) * len(batch_sizes)) if progress else None
+    out = {name: {} for name in models}
+    for batch in batch_sizes:
+        repeats = {
+            name: int(np.clip(budget * 1000.0 / max(latency_ms(model, batch, input_shape, 3, 3), 1e-3), 5, 50))
+            for name, model in models.items()
+        }
+        for _ in range(rounds):
+            for name, model in models.items():
+                ms = latency_ms(model, batch, input_shape, warmup=1, repeats=repeats[name])
+                out[name][batch] = min(out[name].get(batch, float("inf")), ms)
+                if task is not None:
+                    progress.advance(task)
+    return out
+
+
+def finish_run(run, data, config, output_dir, latency, model_path=None, sha_before=None, wall=None):
+    """Write final.keras, the report and the plots of a run; return the report summary dict."""
+    final = os.path.join(output_dir, "models", "final.keras")
+    save_model_atomic(run.pruned, final)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reloaded = keras.models.load_model(final, safe_mode=True, compile=False)
+    x = eval_split(data)[0][:64]
+    same = np.allclose(run.pruned.predict(x, verbose=0), reloaded.predict(x, verbose=0), atol=1e-5)
+    summary = _report.build_summary(
+        run,
+        data,
+        config,
+        latency,
+        output_dir,
+        model_path=model_path,
+        sha_before=sha_before,
+        reload_check=same,
+        wall=wall,
+    )
+    _report.write_run_outputs(output_dir, run, summary)
+    ratio = summary["before"]["macs"] / max(1, summary["after"]["macs"])
+    logger.info(
+        "Final model: %s params (%.1f %% fewer), %s MACs (%.2fx fewer), %s accuracy %s -> %s",
+        f"{summary['after']['params']:,}",
+        100 * (1 - summary["after"]["params"] / summary["before"]["params"]),
+        f"{summary['after']['macs']:,}",
+        ratio,
+        run.split,
+        fmt_pct(run.accuracy_before),
+        fmt_pct(run.accuracy_after),
+    )
+    for batch, speed in summary["speedup"].items():
+        logger.info(
+            "Latency at batch %s: %.2f ms -> %.2f ms (%.2fx faster, measured)",
+            batch,
+            summary["before"]["latency_ms"][batch],
+            summary["after"]["latency_ms"][batch],
+            speed,
+        )
+    logger.info("Wrote %s", os.path.join(output_dir, "reports", "report.md"))
+    return summary
+
+
+def _validated_inputs(config):
+    """Load and check the model and data of a prune config (nothing is written)."""
+    path = config["model.path"]
+    model = load_model_file(path)
+    data = load_data(
+        config["data.source"], config["data.normalize"], config["data.validation_split"], config["strategy.seed"]
+    )
+    check_data_fits(model, data)
+    try:
+        _graph.check_model(model)
+    except TypeError as exc:
+        raise ConfigError("--model", message=f"--model: {exc}") from None
+    return path, model, data
+
+
+def run_prune(config, console=None, progress_enabled=True):
+    """``ridurre prune``: check the inputs, prune, write the outputs, print the before/after table.
+
+    Returns:
+        The summary dict (see :func:`ridurre.app.report.build_summary`), or for a dry run the plan.
+
+    Raises:
+        ConfigError: a bad option, model file or data (nothing has been written then).
+    """
+    console = console or make_console()
+    path = config["model.path"]
+    output_dir = config["output.dir"]
+    if not config["validation.dry_run"]:
+        check_output_dir(output_dir, [path])
+    path, model, data = _validated_inputs(config)
+    if config["validation.dry_run"]:
+        return dry_run(model, data, config, console, progress_enabled)
+    sha_before = file_sha256(path)
+    started = time.perf_counter()
+    earlier = os.path.exists(os.path.join(output_dir, "config.json"))
+    os.makedirs(output_dir, exist_ok=True)
+    handler = attach_log_file(output_dir)
+    try:
+        if earlier:
+            logger.warning("%s holds an earlier run: its files are replaced as this run writes them", output_dir)
+        config.save(os.path.join(output_dir, "config.json"))
+        logger.info("Effective configuration saved to %s", os.path.join(output_dir, "config.json"))
+        with Progress(progress_enabled) as progress:
+            run = prune_model(model, data, config, output_dir, progress)
+            latency = measure_models(
+                {"original": model, "pruned": run.pruned}, data.x_train.shape[1:], progress=progress
+            )
+        summary = finish_run(
+            run,
+            data,
+            config,
+            output_dir,
+            latency,
+            model_path=path,
+            sha_before=sha_before,
+            wall=time.perf_counter() - started,
+        )
+    except Exception as exc:
+        log_failure(handler, exc)
+        raise
+    finally:
+        detach(handler)
+    console.print(_report.comparison_table([summary], title=f"ridurre prune: {config['strategy.method']}"))
+    console.print(f"Report: {os.path.join(output_dir, 'reports', 'report.md')}")
+    return summary
+
+
+def dry_run(model, data, config, console, progress_enabled=True):
+    """Run the loop in memory without finetuning and print the plan; write nothing.
+
+    The channels chosen after the first iteration can differ in a real run, where finetuning
+    changes the weights between iterations.
+    """
+    plan_config = copy.deepcopy(config)
+    plan_config.values["strategy"]["finetune_epochs"] = 0
+    with Progress(progress_enabled) as progress:
+        task = progress.add("planning (no finetune)", total=config["strategy.iterations"])
+        pruner = make_pruner(plan_config, lambda m: progress.advance(task), None, data, None, None)
+        try:
+            pruned, _ = pruner.run_pruning(model)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError("--model", message=f"--model: cannot prune {model.name!r}: {exc}") from None
+        progress.finish(task)
+    before, after = model_stats(model), model_stats(pruned)
+    rows = _report.layer_rows(before, after)
+    console.print(_report.plan_table(rows, before, after, config, len(pruner.history)))
+    console.print(
+        "dry run: nothing was written. Channels chosen after the first iteration may differ in a "
+        "real run, where finetuning changes the weights."
+    )
+    return {
+        "dry_run": True,
+        "layers": rows,
+        "iterations": len(pruner.history),
+        "before": {"params": before.total_params, "macs": before.total_macs},
+        "after": {"params": after.total_params, "macs": after.total_macs},
+    }

@@ -1,0 +1,58 @@
+"""Pruning criteria: :class:`Criterion` objects in one registry, and the :class:`GroupView` they
+score (see :mod:`ridurre.criteria.base`).
+
+``import ridurre.criteria`` does not import Keras; the view (and what it imports) is loaded when
+first used.
+"""
+
+from ridurre._lazy import lazy_exports
+from ridurre.criteria.base import (
+    CRITERIA,
+    NEEDS,
+    Criterion,
+    canonical_name,
+    criterion_class,
+    criterion_names,
+    make_criterion,
+    register_criterion,
+    unregister_criterion,
+)
+from ridurre.criteria.builtin import (
+    ActivationMeanCriterion,
+    APoZCriterion,
+    BNScaleCriterion,
+    KMeansCriterion,
+    L1Criterion,
+    L2Criterion,
+    RandomCriterion,
+)
+
+__all__ = [
+    "CRITERIA",
+    "NEEDS",
+    "Criterion",
+    "canonical_name",
+    "criterion_class",
+    "criterion_names",
+    "make_criterion",
+    "register_criterion",
+    "unregister_criterion",
+    "ActivationMeanCriterion",
+    "APoZCriterion",
+    "BNScaleCriterion",
+    "KMeansCriterion",
+    "L1Criterion",
+    "L2Criterion",
+    "RandomCriterion",
+    "GroupView",
+    "ActivationRecorder",
+]
+
+__getattr__, _dir = lazy_exports(
+    __name__,
+    {
+        "GroupView": "ridurre.criteria.view:GroupView",
+        "ActivationRecorder": "ridurre.criteria.view:ActivationRecorder",
+    },
+    globals(),
+)

@@ -1,0 +1,93 @@
+"""Rules of the layers that move data without weights: reshaping, pooling, padding and the like."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ridurre.rules.base import LayerRule, PassThroughRule, Unsupported, channels_last, prod
+
+__all__ = ["FlattenRule", "ReshapeRule", "PermuteRule", "TransposeOpRule", "PoolingRule"]
+
+
+class FlattenRule(LayerRule):
+    """Flatten of a channels_last tensor: flat index = position * C + c."""
+
+    cost = "free"
+
+    def propagate(self, layer, in_layouts, in_shapes, out_shapes, ctx):
+        channels_last(layer)
+        spatial = in_shapes[0][:-1]
+        if any(d is None for d in spatial):
+            raise Unsupported("spatial dimensions are unknown")
+        return [np.tile(in_layouts[0], int(np.prod(spatial, dtype=np.int64)))]
+
+
+class ReshapeRule(LayerRule):
+    """Reshape where the channel mapping is determined: the last axis is kept, or everything is
+    flattened into one axis (then like Flatten)."""
+
+    channel_dependent = True
+    cost = "free"
+
+    def propagate(self, layer, in_layouts, in_shapes, out_shapes, ctx):
+        src, dst = in_shapes[0], out_shapes[0]
+        if any(d is None for d in src[:-1] + dst[:-1]):
+            raise Unsupported("dimensions are unknown")
+        if dst[-1] == src[-1] and math.prod(src[:-1]) == math.prod(dst[:-1]):
+            return [in_layouts[0]]
+        if len(dst) == 1 and dst[0] == math.prod(src):
+            return [np.tile(in_layouts[0], math.prod(src[:-1]))]
+        raise Unsupported(f"the mapping of channels from {src} to {dst} is not determined")
+
+    def slice(self, layer, config, weights, in_keep, out_keep):
+        if in_keep is None:
+            return config, weights
+        target = list(config["target_shape"])
+        new_channels = int(np.count_nonzero(in_keep))
+        if len(target) == 1 and target[0] != len(in_keep):
+            # flattened: the old target is spatial * old channels
+            if target[0] != -1:
+                target[0] = target[0] // len(in_keep) * new_channels
+        elif target[-1] != -1:
+            target[-1] = new_channels
+        return {**config, "target_shape": tuple(target)}, weights
+
+
+class PermuteRule(LayerRule):
+    """Permute keeping the channel axis last."""
+
+    cost = "free"
+
+    def propagate(self, layer, in_layouts, in_shapes, out_shapes, ctx):
+        if tuple(layer.dims)[-1] != len(layer.dims):
+            raise Unsupported(f"dims={tuple(layer.dims)} moves the channel axis")
+        return [in_layouts[0]]
+
+
+class TransposeOpRule(LayerRule):
+    """A raw ``keras.ops.transpose`` that keeps the last axis last."""
+
+    cost = "free"
+
+    def propagate(self, layer, in_layouts, in_shapes, out_shapes, ctx):
+        axes = getattr(layer, "axes", None)
+        rank = len(in_shapes[0]) + 1  # with the batch axis
+        if axes is None or [a % rank for a in axes][-1] != rank - 1:
+            raise Unsupported(f"axes={axes} moves the channel axis")
+        return [in_layouts[0]]
+
+
+class PoolingRule(PassThroughRule):
+    """Pooling: channels pass through; the work counted is the output times the pool window
+    (the input, for global pooling)."""
+
+    def __init__(self, global_pooling=False):
+        super().__init__(cost="pooling")
+        self.global_pooling = global_pooling
+
+    def other_ops(self, layer, in_shapes, out_shapes):
+        if self.global_pooling:
+            return prod(in_shapes[0][1:])
+        return prod(out_shapes[0][1:]) * prod(getattr(layer, "pool_size", ()))

@@ -1,0 +1,201 @@
+"""Plan once, rebuild once: every layer's new config and weights, then one ``clone_model``.
+
+:func:`plan_layers` serves deletion, zeroing (the exactness oracle) and costing alike; the
+rebuild goes through Keras's own ``keras.models.clone_model(clone_function=, call_function=)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import keras
+import numpy as np
+
+from ridurre import _compat
+from ridurre.graph import layer_weights, set_layer_weights, weight_names
+
+__all__ = ["plan_layers", "rebuild"]
+
+
+def _gone_masks(trace, use, deleted):
+    """Boolean masks of the input and output channel positions of ``use`` that are deleted
+    (``deleted`` is a boolean array over units, True for the roots to delete)."""
+
+    def mask(layout):
+        if layout is None:
+            return None
+        gone = deleted[trace.units.roots(layout)]
+        return gone if gone.any() else None
+
+    return mask(use.in_layout), mask(use.out_layout)
+
+
+def plan_layers(trace, deleted, zero: bool = False, shapes_only: bool = False, uses=None) -> dict:
+    """For every layer of a traced model, its config and weights once ``deleted`` units are gone.
+
+    Args:
+        trace: a :class:`ridurre.graph.Trace`.
+        deleted: int array of the unit roots to delete (``group.roots[channels]``).
+        zero: keep shapes and zero the channels instead of removing them.
+        shapes_only: slice placeholder arrays instead of the real weights (cheap: used to
+            estimate params and MACs of a planned deletion without rebuilding anything).
+        uses: plan only these :class:`ridurre.graph.LayerUse` (default: every layer).
+
+    Returns:
+        dict ``id(layer) -> (config, weights dict or None)``; nested models map to
+        ``("model", [new width of each input])``.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> from ridurre.graph import trace_model
+        >>> x = keras.Input((4,))
+        >>> model = keras.Model(x, keras.layers.Dense(2)(keras.layers.Dense(3, name="h")(x)))
+        >>> trace = trace_model(model)
+        >>> group = trace.groups()[1]
+        >>> config, weights = plan_layers(trace, group.roots[[0]])[id(model.get_layer("h"))]
+        >>> config["units"], weights["kernel"].shape
+        (2, (4, 2))
+    """
+    deleted_roots = np.asarray(deleted, dtype=np.int64)
+    deleted = np.zeros(len(trace.units.parent), dtype=bool)
+    deleted[deleted_roots] = True
+    plans = {}
+    for use in trace.uses.values() if uses is None else uses:
+        layer = use.layer
+        if _compat.is_graph_model(layer):
+            plans[id(layer)] = (
+                "model",
+                [
+                    None if deleted_roots.size == 0 or zero else int(np.count_nonzero(~deleted[trace.units.roots(lay)]))
+                    for lay in use.model_in_layouts
+                ],
+            )
+            continue
+        variables = getattr(layer, "weights", [])  # raw keras.ops operations have none
+        built = bool(variables) or getattr(layer, "built", True)
+        if shapes_only:
+            weights = {
+                name: np.broadcast_to(np.zeros(1, np.int8), tuple(v.shape))
+                for name, v in zip(weight_names(layer), variables)
+            }
+        else:
+            weights = layer_weights(layer) if variables else {}
+        config = layer.get_config()
+        gone_in, gone_out = (
+            _gone_masks(trace, use, deleted) if use.rule is not None and deleted_roots.size else (None, None)
+        )
+        if gone_in is not None or gone_out is not None:
+            if zero:
+                weights = use.rule.zero(layer, weights, gone_in, gone_out)
+            else:
+                keep_in = None if gone_in is None else ~gone_in
+                keep_out = None if gone_out is None else ~gone_out
+                config, weights = use.rule.slice(layer, config, weights, keep_in, keep_out)
+        plans[id(layer)] = (config, weights if built else None)
+    return plans
+
+
+def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
+    """Clone ``model`` once, building every layer from its planned config and weights.
+
+    Args:
+        model: the original model (not modified).
+        plans: the output of :func:`plan_layers`.
+        edits: ``{id(layer): ("delete" | "insert" | "replace", new layer)}``.
+
+    Returns:
+        The new model.
+    """
+    new_layers = {}  # id(old layer) -> new layer
+    weights_for = []  # (new layer, weights)
+
+    def build(layer):
+        if isinstance(layer, keras.layers.Lambda):
+            return layer  # weightless user code: reuse rather than deserialize it unsafely
+        if _compat.is_graph_model(layer):
+            return clone(layer, plans[id(layer)][1])
+        config, weights = plans.get(id(layer), (layer.get_config(), None))
+        new = layer.__class__.from_config(config)
+        if weights:
+            weights_for.append((new, weights))
+        return new
+
+    def clone_function(layer):
+        edit = edits.get(id(layer))
+        new = build(edit[1] if edit and edit[0] == "replace" else layer)
+        new_layers[id(layer)] = new
+        if edit and edit[0] == "insert":
+            new_layers[("insert", id(layer))] = build(edit[1])
+        return new
+
+    old_of = {}
+
+    def recording_clone(layer):
+        new = clone_function(layer)
+        old_of[id(new)] = layer
+        return new
+
+    def call_function(new_layer, *args, **kwargs):
+        old = old_of.get(id(new_layer))
+        edit = edits.get(id(old)) if old is not None else None
+        if edit and edit[0] == "delete":
+            return args[0]
+        if edit and edit[0] == "insert":
+            args = (new_layers[("insert", id(old))](args[0]),) + args[1:]
+        if edit and edit[0] == "replace":
+            kwargs = _accepted_kwargs(new_layer, kwargs)
+        return new_layer(*args, **kwargs)
+
+    def clone(model, channels=None):
+        """Clone a (possibly nested) model; ``channels`` gives the new width of each input."""
+        inputs = None
+        if channels is not None and any(c is not None for c in channels):
+            flat = list(model.inputs)
+            shapes = [t.shape if c is None else tuple(t.shape[:-1]) + (c,) for t, c in zip(flat, channels)]
+            new_inputs = [keras.Input(batch_shape=s, dtype=t.dtype, name=t.name) for s, t in zip(shapes, flat)]
+            inputs = (
+                new_inputs[0]
+                if isinstance(model, keras.Sequential)
+                else keras.tree.pack_sequence_as(_compat.inputs_structure(model), new_inputs)
+            )
+        if isinstance(model, keras.Sequential):
+            if edits:
+                return _rebuild_sequential(model, recording_clone, edits, new_layers, inputs)
+            return keras.models.clone_model(model, input_tensors=inputs, clone_function=recording_clone)
+        return keras.models.clone_model(
+            model,
+            input_tensors=inputs,
+            clone_function=recording_clone,
+            call_function=call_function if edits else None,
+        )
+
+    new_model = clone(model)
+    for new, weights in weights_for:
+        try:
+            set_layer_weights(new, weights)
+        except (ValueError, KeyError) as exc:
+            raise RuntimeError(f"could not set the weights of rebuilt layer {new.name!r}: {exc}") from exc
+    return new_model
+
+
+def _accepted_kwargs(layer, kwargs):
+    """The call kwargs of the replaced layer (``mask``, ``training``) that ``layer`` accepts."""
+    params = inspect.signature(layer.call).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+def _rebuild_sequential(model, clone_function, edits, new_layers, inputs=None):
+    layers = []
+    for layer in model.layers:
+        edit = edits.get(id(layer))
+        if edit and edit[0] == "delete":
+            continue
+        new = clone_function(layer)
+        if edit and edit[0] == "insert":
+            layers.append(new_layers[("insert", id(layer))])
+        layers.append(new)
+    if inputs is None:
+        inputs = keras.Input(batch_shape=model.inputs[0].shape, dtype=model.inputs[0].dtype)
+    return keras.Sequential([inputs] + layers, name=model.name)

@@ -1,0 +1,274 @@
+"""Property and unit tests of the channel surgeon: delete_channels == zero_channels."""
+
+import os
+
+import architectures as zoo
+import keras
+import numpy as np
+import pytest
+from helpers import randomize_weights
+
+import ridurre
+from ridurre.surgery import Surgeon, delete_channels, delete_layer, insert_layer, replace_layer, zero_channels
+
+
+def _inputs(model, rng, n=3):
+    return [rng.normal(size=(n,) + tuple(t.shape[1:])).astype("float32") for t in model.inputs]
+
+
+def _predict(model, xs):
+    return np.asarray(model(xs if len(xs) > 1 else xs[0], training=False))
+
+
+def _assert_close(pruned, reference):
+    scale = max(1.0, float(np.abs(reference).max()))
+    np.testing.assert_allclose(pruned, reference, rtol=1e-4, atol=1e-4 * scale)
+
+
+def _random_jobs(model, rng, fraction=None):
+    """Random channels of random prunable groups, addressed through one of their producers."""
+    jobs = []
+    for group in ridurre.channel_groups(model):
+        if not group.prunable or group.size < 2 or (fraction is None and rng.random() < 0.4):
+            continue
+        n = max(1, int(group.size * fraction)) if fraction else int(rng.integers(1, group.size))
+        chosen = rng.choice(group.size, size=n, replace=False)
+        producer = group.producers[int(rng.integers(len(group.producers)))]
+        # map group channels to positions of this producer
+        positions = [p for c in chosen for p in group.channels_of(producer)[c][:1]]
+        jobs.append((producer, positions))
+    return jobs
+
+
+def _apply(model, jobs, zero=False):
+    surgeon = Surgeon(model)
+    for layer, channels in jobs:
+        surgeon.add_job("delete_channels", layer, channels=channels)
+    return surgeon.operate(zero=True) if zero else surgeon.operate()
+
+
+@pytest.mark.parametrize("build", zoo.EXACT, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pruned_output_equals_zeroed_original(build, seed):
+    rng = np.random.default_rng(seed)
+    model = randomize_weights(build(), seed)
+    jobs = _random_jobs(model, rng)
+    if not jobs:
+        jobs = _random_jobs(model, rng, fraction=0.3)
+    pruned, zeroed = _apply(model, jobs), _apply(model, jobs, zero=True)
+    assert pruned.count_params() < model.count_params()
+    xs = _inputs(model, rng)
+    _assert_close(_predict(pruned, xs), _predict(zeroed, xs))
+
+
+@pytest.mark.parametrize("build", zoo.EXACT, ids=lambda f: f.__name__)
+def test_pruning_every_group_at_once(build, rng):
+    model = randomize_weights(build(), 7)
+    jobs = _random_jobs(model, rng, fraction=0.5)
+    pruned, zeroed = _apply(model, jobs), _apply(model, jobs, zero=True)
+    xs = _inputs(model, rng)
+    _assert_close(_predict(pruned, xs), _predict(zeroed, xs))
+
+
+def test_layer_normalization_changes_statistics_but_structure_holds(rng):
+    model = randomize_weights(zoo.mlp())
+    pruned = delete_channels(model, "h1", [0, 3, 5])
+    assert pruned.get_layer("h1").units == 13
+    assert pruned.get_layer("ln").gamma.shape == (13,)
+    assert pruned.get_layer("h2").kernel.shape == (13, 10)
+    assert np.isfinite(_predict(pruned, _inputs(model, rng))).all()
+
+
+def test_channel_groups_couple_residual_branches():
+    groups = {g.producers: g for g in ridurre.channel_groups(zoo.residual())}
+    residual = groups[("stem", "r0b", "r1b")]
+    assert residual.size == 8 and residual.prunable
+    assert set(residual.carriers) == {"stem_bn"}
+    assert {"r0a", "r1a", "down", "r2"} <= set(residual.consumers)
+    assert groups[("down", "r2", "gate", "avg", "mx", "mn")].size == 12
+
+
+def test_channel_groups_report_why_not_prunable():
+    x = keras.Input((6,))
+    h = keras.layers.Dense(4, name="h")(x)
+    h = keras.layers.Lambda(lambda t: t * 2, name="double")(h)
+    model = keras.Model(x, keras.layers.Dense(2, name="out")(h))
+    reasons = {g.producers: g.reason for g in ridurre.channel_groups(model)}
+    assert [r for p, r in reasons.items() if p[0].startswith("input:")] == ["carried by a model input"]
+    assert "double" in reasons[("h",)] and "Lambda" in reasons[("h",)]
+    with pytest.raises(ValueError, match="double"):
+        delete_channels(model, "h", [0])
+    with pytest.raises(ValueError, match="model output"):
+        delete_channels(model, "out", [0])
+
+
+def test_grouped_convolution_keeps_group_structure():
+    model = randomize_weights(zoo.grouped())
+    pruned = delete_channels(model, "g1", [1])  # one channel of every one of the 4 groups
+    g1 = pruned.get_layer("g1")
+    assert g1.filters == 8 and g1.groups == 4
+    assert pruned.get_layer("g2").kernel.shape == (1, 1, 4, 6)
+    # c0's 8 channels feed g1's 4 groups of 2: channel 0 of every group goes together
+    pruned = delete_channels(model, "c0", [0])
+    assert pruned.get_layer("c0").filters == 4 and pruned.get_layer("g1").kernel.shape == (3, 3, 1, 12)
+    assert [g.size for g in ridurre.channel_groups(model) if g.producers == ("c0",)] == [2]
+
+
+def test_depthwise_multiplier_carries_blocks():
+    model = randomize_weights(zoo.depthwise(3))
+    pruned = delete_channels(model, "expand", [2])
+    assert pruned.get_layer("dw").kernel.shape == (3, 3, 5, 3)
+    assert pruned.get_layer("bn1").gamma.shape == (15,)
+    assert pruned.get_layer("sep").pointwise_kernel.shape == (1, 1, 30, 8)
+
+
+def test_nested_model_is_rebuilt_nested(rng):
+    model = randomize_weights(zoo.nested())
+    pruned = delete_channels(model, "base/base_conv2", [0, 9])
+    assert isinstance(pruned.get_layer("base"), keras.Model)
+    assert pruned.get_layer("base").get_layer("base_conv2").filters == 8
+    assert pruned.get_layer("adapter").kernel.shape == (1, 1, 8, 5)
+    pruned = delete_channels(model, "head_hidden", [1])  # a layer inside a nested Sequential
+    assert pruned.get_layer("head").get_layer("head_hidden").units == 6
+
+
+def test_shared_layers_keep_the_same_channels_in_every_call():
+    groups = {g.producers: g for g in ridurre.channel_groups(zoo.shared())}
+    assert ("shared_again",) in groups or any("shared_again" in p for p in groups)
+    model = randomize_weights(zoo.shared())
+    pruned = delete_channels(model, "shared_conv", [2])
+    assert pruned.get_layer("shared_conv").filters == 5
+    assert pruned.get_layer("shared_bn").gamma.shape == (5,)
+    assert pruned.get_layer("mix").kernel.shape[2] in (9, 10)
+
+
+def test_bad_input_is_rejected_with_the_layer_named():
+    model = zoo.sequential_cnn()
+    with pytest.raises(ValueError, match="no layer named 'nope'"):
+        delete_channels(model, "nope", [0])
+    with pytest.raises(ValueError, match="out of range for layer 'c1'"):
+        delete_channels(model, "c1", [8])
+    with pytest.raises(ValueError, match=r"\[1\] are given more than once"):
+        delete_channels(model, "c1", [1, 1])
+    with pytest.raises(ValueError, match="every channel"):
+        delete_channels(model, "c1", list(range(8)))
+    with pytest.raises(TypeError, match="must be ints"):
+        delete_channels(model, "c1", [0.5])
+    with pytest.raises(TypeError, match="sequence of ints"):
+        delete_channels(model, "c1", 3)
+    with pytest.raises(ValueError, match="job must be one of"):
+        Surgeon(model).add_job("explode", "c1")
+
+
+def test_subclassed_model_gets_a_type_error():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.d(x)
+
+    net = Net()
+    net(np.zeros((1, 4)))
+    with pytest.raises(TypeError, match="Functional or Sequential"):
+        delete_channels(net, "dense", [0])
+
+
+def test_the_input_model_is_never_changed(rng):
+    model = randomize_weights(zoo.residual())
+    config = model.get_config()
+    weights = [w.copy() for w in model.get_weights()]
+    xs = _inputs(model, rng)
+    before = _predict(model, xs)
+    delete_channels(model, "stem", [0, 1])
+    zero_channels(model, "stem", [0, 1])
+    assert model.get_config() == config
+    for a, b in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(before, _predict(model, xs))
+
+
+def test_jobs_on_the_same_group_delete_the_union():
+    model = randomize_weights(zoo.residual())
+    surgeon = Surgeon(model)
+    surgeon.add_job("delete_channels", "stem", channels=[0, 1])
+    surgeon.add_job("delete_channels", "r1b", channels=[1, 2])
+    surgeon.add_job("delete_channels", "down", channels=[0])
+    pruned = surgeon.operate()
+    assert pruned.get_layer("stem").filters == 5
+    assert pruned.get_layer("r0b").filters == 5
+    assert pruned.get_layer("down").filters == 11
+
+
+def test_empty_channel_list_returns_an_equal_copy(rng):
+    model = randomize_weights(zoo.sequential_cnn())
+    copy = delete_channels(model, "c1", [])
+    assert copy is not model
+    xs = _inputs(model, rng)
+    np.testing.assert_allclose(_predict(copy, xs), _predict(model, xs), rtol=1e-6)
+
+
+def test_structural_jobs(rng):
+    model = randomize_weights(zoo.residual())
+    xs = _inputs(model, rng)
+    reference = _predict(model, xs)
+    identity = delete_layer(insert_layer(model, "r0b", keras.layers.Identity(name="noop")), "noop")
+    _assert_close(_predict(identity, xs), reference)
+    relu6 = replace_layer(model, "stem_bn", keras.layers.Identity(name="no_bn"))
+    assert "stem_bn" not in [l.name for l in relu6.layers] and "no_bn" in [l.name for l in relu6.layers]
+    with pytest.raises(ValueError, match="output shape"):
+        delete_layer(model, "down")
+    # structural and channel jobs in one rebuild
+    surgeon = Surgeon(model)
+    surgeon.add_job("insert_layer", "r0a", new_layer=keras.layers.BatchNormalization(name="new_bn"))
+    surgeon.add_job("delete_channels", "stem", channels=[3])
+    both = surgeon.operate()
+    assert both.get_layer("new_bn").gamma.shape == (7,)
+    seq = zoo.sequential_cnn()
+    assert "dropout" not in [l.name for l in delete_layer(seq, seq.layers[-2]).layers]
+
+
+def test_pruned_model_saves_and_loads(tmp_path, rng):
+    model = randomize_weights(zoo.residual())
+    pruned = delete_channels(model, "stem", [1, 2, 3])
+    path = os.path.join(tmp_path, "pruned.keras")
+    pruned.save(path)
+    loaded = keras.models.load_model(path)
+    xs = _inputs(model, rng)
+    np.testing.assert_allclose(_predict(loaded, xs), _predict(pruned, xs), rtol=1e-6)
+
+
+def test_explicit_channel_axis_counts_the_batch_dimension(rng):
+    # keras.applications writes BatchNormalization(axis=3) and Concatenate(axis=3) for NHWC tensors
+    x = keras.Input((6, 6, 3))
+    a = keras.layers.Conv2D(4, 3, padding="same", name="a")(x)
+    b = keras.layers.Conv2D(5, 1, name="b")(x)
+    h = keras.layers.Concatenate(axis=3, name="cat")([a, b])
+    h = keras.layers.BatchNormalization(axis=3, name="bn")(h)
+    out = keras.layers.Dense(2, name="out")(keras.layers.GlobalAveragePooling2D()(h))
+    model = randomize_weights(keras.Model(x, out))
+    groups = {g.producers: g for g in ridurre.channel_groups(model)}
+    assert groups[("a",)].prunable and groups[("a",)].size == 4 and groups[("b",)].size == 5
+    pruned, zeroed = delete_channels(model, "b", [1, 3]), zero_channels(model, "b", [1, 3])
+    assert pruned.get_layer("bn").gamma.shape == (7,)
+    xs = _inputs(model, rng)
+    _assert_close(_predict(pruned, xs), _predict(zeroed, xs))
+
+
+def test_raw_keras_ops_in_the_graph(rng):
+    # hard-swish as keras.applications.MobileNetV3 writes it: x * relu6(x + 3) / 6
+    x = keras.Input((6, 6, 3))
+    h = keras.layers.Conv2D(6, 3, padding="same", name="c")(x)
+    h = h * keras.layers.ReLU(6.0)(h + 3.0) * (1.0 / 6.0)
+    scaled = keras.layers.Conv2D(4, 1, name="d")(h) * np.arange(4, dtype="float32")  # a per-channel constant
+    out = keras.layers.Dense(2, name="out")(
+        keras.layers.GlobalAveragePooling2D()(keras.layers.Concatenate()([h, scaled]))
+    )
+    model = randomize_weights(keras.Model(x, out))
+    groups = {g.producers: g for g in ridurre.channel_groups(model)}
+    assert groups[("c",)].prunable
+    assert not groups[("d",)].prunable and "constant array" in groups[("d",)].reason
+    pruned, zeroed = delete_channels(model, "c", [0, 5]), zero_channels(model, "c", [0, 5])
+    xs = _inputs(model, rng)
+    _assert_close(_predict(pruned, xs), _predict(zeroed, xs))
