@@ -224,18 +224,17 @@ class BasePruning:
         )
         self._include = LayerPatterns.parse(layers, "layers")
         self._exclude = LayerPatterns.parse(exclude, "exclude")
-        self._layer_factors = {}
-        for pattern, factor in (layer_factors or {}).items():
-            LayerPatterns(pattern, "layer_factors")
-            self._layer_factors[pattern] = self._check_factor(factor, f"layer_factors[{pattern!r}]")
-        self._factor_patterns = {p: LayerPatterns(p, "layer_factors") for p in self._layer_factors}
+        self._layer_factors = [  # (pattern, factor), first match wins
+            (LayerPatterns(pattern, "layer_factors"), self._check_factor(factor, f"layer_factors[{pattern!r}]"))
+            for pattern, factor in (layer_factors or {}).items()
+        ]
         self._min_channels = check_int(min_channels, "min_channels", 1)
         self._max_fraction = check_fraction(max_fraction_per_layer, "max_fraction_per_layer")
         self._round_to = None if round_to is None else check_int(round_to, "round_to", 1)
         if ranking not in ("local", "global"):
             raise ValueError(f"ranking must be 'local' or 'global', got {ranking!r}")
         self._ranking = ranking
-        self.seed = self._seed = check_int(seed, "seed", 0)
+        self._seed = check_int(seed, "seed", 0)
         self._output_dir = None if output_dir is None else os.fspath(output_dir)
         self._resume = bool(resume)
         if verify not in (True, False, "exact"):
@@ -434,8 +433,8 @@ class BasePruning:
         return self._cache[1]
 
     def _factor_for(self, group, factor):
-        for pattern, value in self._layer_factors.items():
-            if any(self._factor_patterns[pattern].matches(p) for p in group.producers):
+        for patterns, value in self._layer_factors:
+            if any(patterns.matches(p) for p in group.producers):
                 return value
         if self._prune_bins is not None:
             return self._prune_bins.factor_for(group.size, default=factor)

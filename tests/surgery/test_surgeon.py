@@ -229,6 +229,39 @@ def test_structural_jobs(rng):
     assert "dropout" not in [l.name for l in delete_layer(seq, seq.layers[-2]).layers]
 
 
+def test_group_jobs_on_a_given_trace(rng):
+    """The loop's path: the trace it made and group channels, no layer names; the same result as
+    layer jobs, with or without layer edits in the same rebuild."""
+    model = randomize_weights(zoo.residual())
+    xs = _inputs(model, rng)
+    trace = ridurre.graph.trace_model(model)
+    group = next(g for g in trace.groups() if "stem" in g.producers)
+    surgeon = Surgeon(model, trace=trace)
+    assert surgeon.trace is trace
+    surgeon.delete_group_channels(group, [1, 4])
+    by_group = surgeon.operate()
+    zeroed = surgeon.operate(zero=True)
+    positions = sorted(int(p) for j in (1, 4) for p in group.channels_of("stem")[j])
+    by_name = delete_channels(model, "stem", positions)
+    _assert_close(_predict(by_group, xs), _predict(by_name, xs))
+    _assert_close(_predict(by_group, xs), _predict(zeroed, xs))
+    edited = Surgeon(model, trace=trace)
+    edited.delete_group_channels(group, [1, 4])
+    edited.add_job("insert_layer", "r0a", new_layer=keras.layers.Identity(name="noop"))
+    both = edited.operate()
+    assert "noop" in [l.name for l in both.layers] and both.get_layer("stem").filters == 6
+    _assert_close(_predict(both, xs), _predict(by_name, xs))
+    with pytest.raises(ValueError, match="not a group of this surgeon's trace"):
+        Surgeon(model).delete_group_channels(group, [0])
+    with pytest.raises(ValueError, match="out of range"):
+        Surgeon(model, trace=trace).delete_group_channels(group, [8])
+    head = next(g for g in trace.groups() if not g.prunable and "out" in g.producers)
+    with pytest.raises(ValueError, match="reaches a model output"):
+        Surgeon(model, trace=trace).delete_group_channels(head, [0])
+    with pytest.raises(ValueError, match="Trace of this very model"):
+        Surgeon(zoo.residual(), trace=trace)
+
+
 def test_pruned_model_saves_and_loads(tmp_path, rng):
     model = randomize_weights(zoo.residual())
     pruned = delete_channels(model, "stem", [1, 2, 3])
