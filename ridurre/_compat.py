@@ -115,7 +115,9 @@ def inputs_structure(model) -> Any:
 
 def builtin_kind(cls: type) -> str | None:
     """``"layer"`` for a class of ``keras.layers``, ``"op"`` for the class of a raw ``keras.ops``
-    call in a graph (``keras.ops.add`` records an ``Add`` operation), else ``None``.
+    call in a graph (``keras.ops.add`` records an ``Add`` operation), ``"application"`` for a
+    layer that a ``keras.applications`` model defines itself (ConvNeXt's ``LayerScale``), else
+    ``None``.
 
     Example:
         >>> import keras
@@ -127,4 +129,6 @@ def builtin_kind(cls: type) -> str | None:
         return "layer"
     if module.startswith("keras.src.ops."):
         return "op"
+    if module.startswith("keras.src.applications."):
+        return "application"
     return None

@@ -38,6 +38,7 @@ class _Units:
     def __init__(self):
         self.parent = []
         self.blocked = {}  # root -> reason
+        self.inexact = {}  # root -> paths of the normalizations the unit passes through
         self._root_array = None  # root of every unit, valid until the next new() or union()
 
     def new(self, n):
@@ -80,10 +81,19 @@ class _Units:
                 self.parent[ry] = rx
                 if ry in self.blocked:
                     self.blocked.setdefault(rx, self.blocked.pop(ry))
+                if ry in self.inexact:
+                    paths = self.inexact.setdefault(rx, [])
+                    paths.extend(p for p in self.inexact.pop(ry) if p not in paths)
 
     def block(self, layout, reason):
         for u in layout.tolist():
             self.blocked.setdefault(self.find(u), reason)
+
+    def mark_inexact(self, layout, path):
+        for root in {self.find(u) for u in layout.tolist()}:
+            paths = self.inexact.setdefault(root, [])
+            if path not in paths:
+                paths.append(path)
 
 
 @dataclass
@@ -121,6 +131,12 @@ class ChannelGroup:
         reason: why not, when ``prunable`` is False.
         positions: for each producer, an int array over that layer's output channels giving the
             group channel each position belongs to (-1 for positions of another group).
+        exact: whether removing channels gives exactly the model with these channels zeroed.
+            False when they pass through a normalization over the channel axis
+            (LayerNormalization, RMS norms), whose statistics then change: the pruned model is
+            structurally right, and the surgery is checked against a reference that deletes
+            these channels too (``Surgeon.operate(zero=True, delete_inexact=True)``).
+        inexact_layers: the layers that make the group inexact.
     """
 
     id: int
@@ -132,6 +148,8 @@ class ChannelGroup:
     reason: str | None
     positions: dict = field(repr=False, default_factory=dict)
     roots: np.ndarray = field(repr=False, default=None)
+    exact: bool = True
+    inexact_layers: tuple = ()
 
     def channels_of(self, layer_name: str) -> list[np.ndarray]:
         """For each group channel, the output positions of ``layer_name`` that carry it."""
@@ -240,7 +258,12 @@ class Trace:
         try:
             if rule is None:
                 raise _rules.Unsupported(f"ridurre has no rule for {type(layer).__name__} layers")
+            if not rule.exact and self.rules.exact_only:
+                raise _rules.Unsupported(f"{rule.inexact_reason} (exact_only=True)")
             outs = rule.propagate(layer, in_layouts, in_shapes, out_shapes, ctx)
+            if not rule.exact:
+                for lay in in_layouts:
+                    self.units.mark_inexact(lay, path)
         except _rules.Unsupported as exc:
             reason = f"{path} ({type(layer).__name__}): {exc}"
             for lay in in_layouts:
@@ -302,6 +325,9 @@ class Trace:
                         order.append(r)
             roots = np.asarray(order, dtype=np.int64)
             reason = next((units.blocked[r] for r in order if r in units.blocked), None)
+            inexact = []
+            for r in order:
+                inexact.extend(p for p in units.inexact.get(r, ()) if p not in inexact)
             producers = [self.sources[i][0] for i in srcs if not str(self.sources[i][0]).startswith("input:")]
             if not producers:
                 producers = [self.sources[i][0] for i in srcs]
@@ -321,6 +347,8 @@ class Trace:
                     reason=reason,
                     positions=positions,
                     roots=roots,
+                    exact=not inexact,
+                    inexact_layers=tuple(inexact),
                 )
             )
         self._fill_consumers(groups)
