@@ -158,7 +158,10 @@ class UnaryOpRule(PassThroughRule):
     that are finite at zero are registered, so a zeroed channel stays harmless downstream."""
 
     def propagate(self, layer, in_layouts, in_shapes, out_shapes, ctx):
-        options = dict(layer.get_config()) if hasattr(layer, "get_config") else {}
+        try:
+            options = dict(layer.get_config()) if hasattr(layer, "get_config") else {}
+        except (NotImplementedError, TypeError, ValueError):  # Keras cannot serialize an array option
+            raise Unsupported("an option is an array or cannot be read, so the op cannot be rebuilt") from None
         call = getattr(ctx, "call", None)
         values = list(options.values()) + (call.constants() if call is not None else [])
         for value in values:

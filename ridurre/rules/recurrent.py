@@ -195,10 +195,10 @@ class BidirectionalRule(_WrapperRule):
     def propagate(self, layer, in_layouts, in_shapes, out_shapes, ctx):
         self._parts(layer)
         mode = layer.merge_mode
-        _check_single_call(layer, in_layouts, out_shapes)
-        n_forward, n_backward = self._widths(layer)
         if mode not in ("concat", "sum", "ave", "mul"):
             raise Unsupported(f"merge_mode={mode!r} is not supported")
+        _check_single_call(layer, in_layouts, out_shapes)
+        n_forward, n_backward = self._widths(layer)
         if n_forward != n_backward:
             raise Unsupported(f"{n_forward} forward and {n_backward} backward units")
         units = ctx.new_units(n_forward)
