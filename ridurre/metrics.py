@@ -18,7 +18,12 @@ Counting convention
   - ``SeparableConv1D/2D``: the depthwise part plus the pointwise part,
     ``prod(output spatial) * in_channels * depth_multiplier * filters``;
   - ``Dense``: ``in_units * units`` for every position of the input, so a
-    Dense applied to a ``(T, D)`` tensor costs ``T * D * units``.
+    Dense applied to a ``(T, D)`` tensor costs ``T * D * units``;
+  - ``SimpleRNN``/``GRU``/``LSTM``: ``steps * gates * units * (inputs +
+    units)`` (gates 1, 3, 4: the kernel and recurrent-kernel products of every
+    time step); ``ConvLSTM1D/2D/3D`` the same times the output positions and
+    the kernel window; ``Bidirectional`` both directions; ``TimeDistributed``
+    the wrapped layer's MACs times the steps; ``Embedding`` none (a lookup).
 
   Bias additions are not counted. A layer called several times (a shared
   layer, or a nested model used twice) costs its MACs once per call, while
