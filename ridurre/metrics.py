@@ -239,7 +239,7 @@ def _call_cost(layer, rule, call, name):
     """Return (macs, other_kind, other_count) for one call of ``layer``."""
     if not call.outputs or (rule is not None and rule.cost == "free" and not rule.produces):
         return 0, None, 0
-    in_shapes = [_shape(t) for t in call.inputs]
+    in_shapes = [_shape(t) for t in call.channel_inputs()]
     out_shapes = [_defined(_shape(t), name) for t in call.outputs]
     if rule is None:
         return 0, "other", _prod(out_shapes[0][1:])

@@ -208,6 +208,15 @@ def bidirectional():
     return keras.Model(x, L.Dense(3, name="out")(h), name="bidirectional")
 
 
+def masked_sequence():
+    """Masks from Embedding(mask_zero=True) reach the LSTM, GRU and pooling as extra inputs."""
+    x = keras.Input((8,), dtype="int32")
+    h = L.Embedding(4, 6, mask_zero=True, name="emb")(x)  # ids 0..3: a quarter of the steps masked
+    h = L.LSTM(5, return_sequences=True, name="lstm")(h)
+    h = L.GRU(4, return_sequences=True, name="gru")(h)
+    return keras.Model(x, L.Dense(2, name="out")(L.GlobalAveragePooling1D()(h)), name="masked_sequence")
+
+
 def time_distributed():
     x = keras.Input((4, 6, 6, 2))
     h = L.TimeDistributed(L.Conv2D(5, 3, name="conv"), name="td_conv")(x)
@@ -266,7 +275,7 @@ def raw_ops():
     return keras.Model(x, L.Dense(2, name="out")(pooled), name="raw_ops")
 
 
-EXACT_LAYERS = [recurrent, bidirectional, time_distributed, conv_lstm, scale_layers, raw_ops]
+EXACT_LAYERS = [recurrent, bidirectional, masked_sequence, time_distributed, conv_lstm, scale_layers, raw_ops]
 """Models of the sequence, scale, grouped-convolution and raw-op rules: deleted == zeroed."""
 
 

@@ -215,7 +215,7 @@ class Trace:
     def _trace_functional(self, functional, in_layouts, prefix):
         layouts = {id(t): lay for t, lay in zip(functional.inputs, in_layouts)}
         for call in _compat.calls(functional):
-            ins = [layouts[id(t)] for t in call.inputs]
+            ins = [layouts[id(t)] for t in call.channel_inputs()]
             outs = self._trace_call(call, ins, prefix)
             for tensor, lay in zip(call.outputs, outs):
                 layouts[id(tensor)] = lay
@@ -224,7 +224,7 @@ class Trace:
     def _trace_call(self, call, in_layouts, prefix):
         layer = call.operation
         path = prefix + layer.name
-        in_shapes = [_shape(t) for t in call.inputs]
+        in_shapes = [_shape(t) for t in call.channel_inputs()]
         out_shapes = [_shape(t) for t in call.outputs]
         if _compat.is_graph_model(layer):
             use = self.uses.setdefault(id(layer), LayerUse(layer, path, None))

@@ -125,6 +125,10 @@ def _builtin_op_rules() -> dict[str, LayerRule]:
     elementwise = ElementwiseOpRule()
     for name in ("Add", "Subtract", "Multiply", "Maximum", "Minimum"):
         table[name] = elementwise
+    for name in ("Equal", "NotEqual", "Greater", "GreaterEqual", "Less", "LessEqual"):  # masks: x != 0
+        table[name] = elementwise
+    for name in ("LogicalAnd", "LogicalOr", "LogicalXor", "LogicalNot"):
+        table[name] = elementwise
     table["Divide"] = table["TrueDivide"] = DivisionRule()
     activation = PassThroughRule(cost="activation")
     for name in (
