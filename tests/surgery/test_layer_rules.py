@@ -139,9 +139,10 @@ def test_raw_ops_split_on_the_channel_axis():
         (lambda h: keras.ops.mean(h, axis=-1, keepdims=True) * h, "reduces the channel axis"),
         (lambda h: keras.ops.split(h, 2, axis=2)[0], "axis=-1"),
         (lambda h: keras.ops.log(h), "no rule for Log"),
+        (lambda h: keras.ops.transpose(h, (0, 2, 1)), "moves the channel axis"),
         (lambda h: keras.ops.clip(h, np.zeros(6, "float32"), 1.0), "array"),
     ],
-    ids=["return_state", "merge_none", "td_lambda", "getitem", "pad", "mean", "split_axis", "log", "clip_array"],
+    ids=["return_state", "merge_none", "td_lambda", "getitem", "pad", "mean", "split_axis", "log", "transpose", "clip"],
 )
 def test_what_the_rules_refuse(make, reason):
     x = keras.Input((5, 3))
@@ -149,6 +150,19 @@ def test_what_the_rules_refuse(make, reason):
     out = L.Dense(2, name="out")(L.Flatten()(make(h)))
     group = _groups(keras.Model(x, out))[("h",)]
     assert not group.prunable and reason in group.reason
+
+
+def test_criteria_score_every_output_of_a_repeated_channel():
+    from ridurre.criteria import GroupView
+    from ridurre.graph import trace_model
+
+    for model, producer, shape in (
+        (zoo.grouped(), "g1", (3, 4 * 2 * 9)),  # 4 groups repeat each of 3 channels; 2 inputs x 3x3 per filter
+        (zoo.bidirectional(), "bi_concat", (5, 2 * 4 * (6 + 5))),  # both directions: 4 gates x (inputs + units)
+    ):
+        trace = trace_model(model)
+        group = next(g for g in trace.groups() if g.producers == (producer,))
+        assert [m.shape for m in GroupView(group, trace, model).weight_matrices()] == [shape]
 
 
 def test_macs_of_the_sequence_layers():
