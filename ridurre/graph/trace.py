@@ -129,8 +129,10 @@ class ChannelGroup:
             DepthwiseConv2D, PReLU, ...).
         prunable: whether channels can be removed.
         reason: why not, when ``prunable`` is False.
-        positions: for each producer, an int array over that layer's output channels giving the
-            group channel each position belongs to (-1 for positions of another group).
+        positions: for each producer, an int array over the channels that layer creates giving the
+            group channel each belongs to (-1 for channels of another group). A grouped
+            convolution or a Bidirectional layer repeats the channels it creates over its
+            outputs (each group, each direction): ``GroupView.output_index`` maps every output.
         exact: whether removing channels gives exactly the model with these channels zeroed.
             False when they pass through a normalization over the channel axis
             (LayerNormalization, RMS norms), whose statistics then change: the pruned model is
