@@ -58,8 +58,10 @@ def random_inputs(model, rng, n=3):
 
 
 def predict(model, xs):
-    """The model's output on ``xs`` (a list, one array per input) as a numpy array."""
-    return np.asarray(model(xs if len(xs) > 1 else xs[0], training=False))
+    """The model's output on ``xs`` (a list, one array per input) as a numpy array (any backend)."""
+    import keras
+
+    return np.asarray(keras.ops.convert_to_numpy(model(xs if len(xs) > 1 else xs[0], training=False)))
 
 
 def assert_close(pruned, reference):
