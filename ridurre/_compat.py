@@ -44,6 +44,23 @@ class Call:
     args: tuple = ()
     kwargs: dict | None = None
 
+    def channel_inputs(self) -> tuple:
+        """The inputs without the Keras masks passed along (``mask=``, from ``Embedding(mask_zero=
+        True)`` or ``Masking``): a mask has one entry per time step, no channels.
+
+        Example:
+            >>> import keras
+            >>> x = keras.Input((5,), dtype="int32")
+            >>> h = keras.layers.LSTM(3, name="lstm")(keras.layers.Embedding(10, 4, mask_zero=True)(x))
+            >>> call = next(c for c in calls(keras.Model(x, h)) if c.operation.name == "lstm")
+            >>> len(call.inputs), len(call.channel_inputs())
+            (2, 1)
+        """
+        import keras
+
+        masks = {id(t) for t in keras.tree.flatten((self.kwargs or {}).get("mask")) if is_symbolic(t)}
+        return tuple(t for t in self.inputs if id(t) not in masks) if masks else self.inputs
+
     def constants(self) -> list:
         """The call's arguments that are not symbolic tensors (scalars, arrays, options)."""
         values = list(self.args) + list((self.kwargs or {}).values())
@@ -115,7 +132,9 @@ def inputs_structure(model) -> Any:
 
 def builtin_kind(cls: type) -> str | None:
     """``"layer"`` for a class of ``keras.layers``, ``"op"`` for the class of a raw ``keras.ops``
-    call in a graph (``keras.ops.add`` records an ``Add`` operation), else ``None``.
+    call in a graph (``keras.ops.add`` records an ``Add`` operation), ``"application"`` for a
+    layer that a ``keras.applications`` model defines itself (ConvNeXt's ``LayerScale``), else
+    ``None``.
 
     Example:
         >>> import keras
@@ -127,4 +146,6 @@ def builtin_kind(cls: type) -> str | None:
         return "layer"
     if module.startswith("keras.src.ops."):
         return "op"
+    if module.startswith("keras.src.applications."):
+        return "application"
     return None

@@ -18,7 +18,12 @@ Counting convention
   - ``SeparableConv1D/2D``: the depthwise part plus the pointwise part,
     ``prod(output spatial) * in_channels * depth_multiplier * filters``;
   - ``Dense``: ``in_units * units`` for every position of the input, so a
-    Dense applied to a ``(T, D)`` tensor costs ``T * D * units``.
+    Dense applied to a ``(T, D)`` tensor costs ``T * D * units``;
+  - ``SimpleRNN``/``GRU``/``LSTM``: ``steps * gates * units * (inputs +
+    units)`` (gates 1, 3, 4: the kernel and recurrent-kernel products of every
+    time step); ``ConvLSTM1D/2D/3D`` the same times the output positions and
+    the kernel window; ``Bidirectional`` both directions; ``TimeDistributed``
+    the wrapped layer's MACs times the steps; ``Embedding`` none (a lookup).
 
   Bias additions are not counted. A layer called several times (a shared
   layer, or a nested model used twice) costs its MACs once per call, while
@@ -234,7 +239,7 @@ def _call_cost(layer, rule, call, name):
     """Return (macs, other_kind, other_count) for one call of ``layer``."""
     if not call.outputs or (rule is not None and rule.cost == "free" and not rule.produces):
         return 0, None, 0
-    in_shapes = [_shape(t) for t in call.inputs]
+    in_shapes = [_shape(t) for t in call.channel_inputs()]
     out_shapes = [_defined(_shape(t), name) for t in call.outputs]
     if rule is None:
         return 0, "other", _prod(out_shapes[0][1:])

@@ -182,3 +182,114 @@ EXACT = [
     shared,
     group_norm,
 ]
+
+
+# -- sequence layers, scale layers, grouped convolutions and raw ops (issue 10) ------------------
+
+
+def recurrent():
+    x = keras.Input((6, 4))
+    h = L.Conv1D(8, 3, padding="same", name="c")(x)
+    h = L.LSTM(7, return_sequences=True, name="lstm")(h)
+    h = L.GRU(6, return_sequences=True, name="gru")(h)
+    h = L.GRU(5, reset_after=False, return_sequences=True, go_backwards=True, name="gru_v1")(h)
+    h = L.SimpleRNN(4, name="rnn")(h)
+    return keras.Model(x, L.Dense(3, name="out")(h), name="recurrent")
+
+
+def bidirectional():
+    x = keras.Input((7,), dtype="int32")
+    h = L.Embedding(20, 8, name="emb")(x)
+    h = L.Conv1D(6, 3, name="c")(h)
+    h = L.Bidirectional(L.LSTM(5, return_sequences=True), name="bi_concat")(h)
+    h = L.Bidirectional(L.GRU(4, return_sequences=True), merge_mode="sum", name="bi_sum")(h)
+    h = L.Bidirectional(L.SimpleRNN(4, return_sequences=True), merge_mode="ave", name="bi_ave")(h)
+    h = L.Bidirectional(L.LSTM(3), merge_mode="mul", name="bi_mul")(h)
+    return keras.Model(x, L.Dense(3, name="out")(h), name="bidirectional")
+
+
+def masked_sequence():
+    """Masks from Embedding(mask_zero=True) reach the LSTM, GRU and pooling as extra inputs."""
+    x = keras.Input((8,), dtype="int32")
+    h = L.Embedding(4, 6, mask_zero=True, name="emb")(x)  # ids 0..3: a quarter of the steps masked
+    h = L.LSTM(5, return_sequences=True, name="lstm")(h)
+    h = L.GRU(4, return_sequences=True, name="gru")(h)
+    return keras.Model(x, L.Dense(2, name="out")(L.GlobalAveragePooling1D()(h)), name="masked_sequence")
+
+
+def time_distributed():
+    x = keras.Input((4, 6, 6, 2))
+    h = L.TimeDistributed(L.Conv2D(5, 3, name="conv"), name="td_conv")(x)
+    h = L.TimeDistributed(L.BatchNormalization(name="bn"), name="td_bn")(h)
+    h = L.TimeDistributed(L.GlobalAveragePooling2D(), name="td_gap")(h)
+    h = L.TimeDistributed(L.Dense(6, activation="relu", name="dense"), name="td_dense")(h)
+    h = L.LSTM(4, name="lstm")(h)
+    return keras.Model(x, L.Dense(2, name="out")(h), name="time_distributed")
+
+
+def conv_lstm():
+    x = keras.Input((3, 6, 6, 2))
+    h = L.ConvLSTM2D(4, 3, padding="same", return_sequences=True, name="cl1")(x)
+    h = L.ConvLSTM2D(5, 3, name="cl2")(h)
+    h = L.Conv2D(3, 1, name="proj")(h)
+    return keras.Model(x, L.Dense(2, name="out")(L.Flatten()(h)), name="conv_lstm")
+
+
+def scale_layers():
+    """ConvNeXt's LayerScale and StochasticDepth, InceptionResNetV2's CustomScaleLayer, and
+    depthwise convolutions written as Conv2D(groups=C)."""
+    from keras.src.applications.convnext import LayerScale, StochasticDepth
+    from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+
+    x = keras.Input((6, 6, 3))
+    s = L.Conv2D(8, 1, name="stem")(x)
+    h = L.Conv2D(8, 3, padding="same", groups=8, name="dw")(s)
+    h = L.Conv2D(16, 3, padding="same", groups=8, name="dw2")(h)
+    h = L.BatchNormalization(name="bn")(h)
+    h = L.Conv2D(8, 1, name="pw")(h)
+    h = LayerScale(0.5, 8, name="ls")(h)
+    h = StochasticDepth(0.1, name="sd")(h)
+    s = s + h
+    r = L.Conv2D(8, 1, name="branch")(s)
+    s = CustomScaleLayer(0.2, name="cs")([s, r])
+    return keras.Model(x, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(s)), name="scale_layers")
+
+
+def raw_ops():
+    """split (on the channel axis: a GLU; on a spatial axis), pad, indexing, unary functions,
+    transpose, resize, reductions over spatial axes."""
+    ops = keras.ops
+    x = keras.Input((8, 8, 3))
+    h = L.Conv2D(8, 3, padding="same", name="c")(x)
+    a, b = ops.split(h, 2, axis=-1)
+    h = a * ops.sigmoid(b)
+    h = ops.pad(h, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    h = h[:, 1:-1, 1:-1, :]
+    h = ops.clip(ops.abs(h), 0.0, 2.0) + ops.square(ops.erf(h)) + ops.exp(-ops.square(h))
+    h = L.Conv2D(6, 3, padding="same", name="d")(h)
+    top, bottom = ops.split(h, 2, axis=1)
+    h = ops.transpose(top + bottom, (0, 2, 1, 3))
+    h = L.Resizing(6, 6, name="resizing")(ops.image.resize(h, (8, 8)))
+    e = L.Conv2D(5, 1, name="e")(h)
+    pooled = ops.concatenate([ops.mean(h, axis=(1, 2)), ops.max(ops.sum(e, axis=1, keepdims=True), axis=(1, 2))], -1)
+    return keras.Model(x, L.Dense(2, name="out")(pooled), name="raw_ops")
+
+
+EXACT_LAYERS = [recurrent, bidirectional, masked_sequence, time_distributed, conv_lstm, scale_layers, raw_ops]
+"""Models of the sequence, scale, grouped-convolution and raw-op rules: deleted == zeroed."""
+
+
+def normalized_stream():
+    """A residual stream through LayerNormalization and RMSNormalization, and a UnitNormalization:
+    prunable, but not exact (ChannelGroup.exact is False)."""
+    x = keras.Input((5, 6))
+    h = L.Dense(8, name="proj")(x)
+    r = L.LayerNormalization(name="ln")(h)
+    r = L.Dense(16, activation="gelu", name="ffn1")(r)
+    r = L.Dense(8, name="ffn2")(r)
+    h = L.Add(name="add")([h, r])
+    h = L.RMSNormalization(name="rms")(h)
+    h = L.Dense(6, activation="sigmoid", name="ffn3")(h)
+    h = L.UnitNormalization(name="unit")(h)
+    out = L.Dense(2, name="out")(L.GlobalAveragePooling1D()(h))
+    return keras.Model(x, out, name="normalized_stream")

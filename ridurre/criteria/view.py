@@ -76,6 +76,16 @@ class GroupView:
         """``[(path, layer), ...]`` of the layers creating these channels."""
         return [(p, self._uses[p].layer) for p in self.group.producers if p in self._uses]
 
+    def output_index(self, path):
+        """For each output channel of producer ``path``, the group channel it carries (-1 for a
+        channel of another group). A grouped convolution or a Bidirectional layer repeats its
+        channels over its outputs, so this is longer than ``group.positions[path]`` there."""
+        use = self._uses[path]
+        if use.out_layout is None:
+            return self.group.positions[path]
+        rank = {r: j for j, r in enumerate(self.group.roots.tolist())}
+        return np.array([rank.get(r, -1) for r in self._trace.units.roots(use.out_layout).tolist()], dtype=np.int64)
+
     def _by_channel(self, values, index):
         """Rows of ``values`` (positions x features) grouped per group channel: (size, k*features)."""
         valid = index >= 0
@@ -112,7 +122,7 @@ class GroupView:
             rows = rule.output_weights(layer, layer_weights(layer)) if rule is not None else None
             if rows is None:
                 continue
-            mats.append(self._by_channel(np.asarray(rows), self.group.positions[path]))
+            mats.append(self._by_channel(np.asarray(rows), self.output_index(path)))
         if not mats:
             raise ValueError(f"group {self.name!r} has no producer with a kernel to score")
         return mats
@@ -150,7 +160,7 @@ class GroupView:
                 continue
             act = per_layer[path]
             flat = act.reshape(-1, act.shape[-1]).T  # positions x samples
-            grouped = self._by_channel(flat, self.group.positions[path])  # size x (k * samples)
+            grouped = self._by_channel(flat, self.output_index(path))  # size x (k * samples)
             k = grouped.shape[1] // flat.shape[1]
             out.append(grouped.reshape(self.size, k, -1).mean(axis=1).T)
         if not out:

@@ -38,6 +38,7 @@ class _Units:
     def __init__(self):
         self.parent = []
         self.blocked = {}  # root -> reason
+        self.inexact = {}  # root -> paths of the normalizations the unit passes through
         self._root_array = None  # root of every unit, valid until the next new() or union()
 
     def new(self, n):
@@ -80,10 +81,19 @@ class _Units:
                 self.parent[ry] = rx
                 if ry in self.blocked:
                     self.blocked.setdefault(rx, self.blocked.pop(ry))
+                if ry in self.inexact:
+                    paths = self.inexact.setdefault(rx, [])
+                    paths.extend(p for p in self.inexact.pop(ry) if p not in paths)
 
     def block(self, layout, reason):
         for u in layout.tolist():
             self.blocked.setdefault(self.find(u), reason)
+
+    def mark_inexact(self, layout, path):
+        for root in {self.find(u) for u in layout.tolist()}:
+            paths = self.inexact.setdefault(root, [])
+            if path not in paths:
+                paths.append(path)
 
 
 @dataclass
@@ -119,8 +129,16 @@ class ChannelGroup:
             DepthwiseConv2D, PReLU, ...).
         prunable: whether channels can be removed.
         reason: why not, when ``prunable`` is False.
-        positions: for each producer, an int array over that layer's output channels giving the
-            group channel each position belongs to (-1 for positions of another group).
+        positions: for each producer, an int array over the channels that layer creates giving the
+            group channel each belongs to (-1 for channels of another group). A grouped
+            convolution or a Bidirectional layer repeats the channels it creates over its
+            outputs (each group, each direction): ``GroupView.output_index`` maps every output.
+        exact: whether removing channels gives exactly the model with these channels zeroed.
+            False when they pass through a normalization over the channel axis
+            (LayerNormalization, RMS norms), whose statistics then change: the pruned model is
+            structurally right, and the surgery is checked against a reference that deletes
+            these channels too (``Surgeon.operate(zero=True, delete_inexact=True)``).
+        inexact_layers: the layers that make the group inexact.
     """
 
     id: int
@@ -132,6 +150,8 @@ class ChannelGroup:
     reason: str | None
     positions: dict = field(repr=False, default_factory=dict)
     roots: np.ndarray = field(repr=False, default=None)
+    exact: bool = True
+    inexact_layers: tuple = ()
 
     def channels_of(self, layer_name: str) -> list[np.ndarray]:
         """For each group channel, the output positions of ``layer_name`` that carry it."""
@@ -197,7 +217,7 @@ class Trace:
     def _trace_functional(self, functional, in_layouts, prefix):
         layouts = {id(t): lay for t, lay in zip(functional.inputs, in_layouts)}
         for call in _compat.calls(functional):
-            ins = [layouts[id(t)] for t in call.inputs]
+            ins = [layouts[id(t)] for t in call.channel_inputs()]
             outs = self._trace_call(call, ins, prefix)
             for tensor, lay in zip(call.outputs, outs):
                 layouts[id(tensor)] = lay
@@ -206,7 +226,7 @@ class Trace:
     def _trace_call(self, call, in_layouts, prefix):
         layer = call.operation
         path = prefix + layer.name
-        in_shapes = [_shape(t) for t in call.inputs]
+        in_shapes = [_shape(t) for t in call.channel_inputs()]
         out_shapes = [_shape(t) for t in call.outputs]
         if _compat.is_graph_model(layer):
             use = self.uses.setdefault(id(layer), LayerUse(layer, path, None))
@@ -240,7 +260,12 @@ class Trace:
         try:
             if rule is None:
                 raise _rules.Unsupported(f"ridurre has no rule for {type(layer).__name__} layers")
+            if not rule.exact and self.rules.exact_only:
+                raise _rules.Unsupported(f"{rule.inexact_reason} (exact_only=True)")
             outs = rule.propagate(layer, in_layouts, in_shapes, out_shapes, ctx)
+            if not rule.exact:
+                for lay in in_layouts:
+                    self.units.mark_inexact(lay, path)
         except _rules.Unsupported as exc:
             reason = f"{path} ({type(layer).__name__}): {exc}"
             for lay in in_layouts:
@@ -302,6 +327,9 @@ class Trace:
                         order.append(r)
             roots = np.asarray(order, dtype=np.int64)
             reason = next((units.blocked[r] for r in order if r in units.blocked), None)
+            inexact = []
+            for r in order:
+                inexact.extend(p for p in units.inexact.get(r, ()) if p not in inexact)
             producers = [self.sources[i][0] for i in srcs if not str(self.sources[i][0]).startswith("input:")]
             if not producers:
                 producers = [self.sources[i][0] for i in srcs]
@@ -321,6 +349,8 @@ class Trace:
                     reason=reason,
                     positions=positions,
                     roots=roots,
+                    exact=not inexact,
+                    inexact_layers=tuple(inexact),
                 )
             )
         self._fill_consumers(groups)

@@ -29,7 +29,7 @@ import sys
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import keras
 import numpy as np
@@ -65,6 +65,10 @@ class IterationRecord:
     metric: float | None = None
     finetune: object = None
     seconds: float = 0.0
+    inexact: list = field(default_factory=list)
+    """Groups pruned in this step (by first producer) whose channels pass through a
+    normalization over the channel axis (``ChannelGroup.exact`` False): the pruned model is
+    structurally right there, but not numerically the model with those channels zeroed."""
 
     def to_dict(self):
         return asdict(self)
@@ -156,9 +160,13 @@ class BasePruning:
         output_dir: write ``history.json``/``history.csv`` and a ``.keras`` checkpoint after
             every iteration there (atomic writes); ``resume=True`` continues from them.
         verify: after every surgery, run the model on a few inputs and check the output shape
-            and that values are finite (``"exact"`` also compares with the zeroed model).
+            and that values are finite (``"exact"`` also compares with the zeroed model; the
+            channels of groups through a LayerNormalization or RMS norm, whose statistics
+            change, are deleted in that reference too and reported in ``IterationRecord.inexact``
+            and a warning).
         evaluate_fn: optional ``fn(model) -> float`` logged as the metric after each finetune.
-        rules: extra layer rules (see :mod:`ridurre.rules`) for the layers of this model.
+        rules: extra layer rules (see :mod:`ridurre.rules`) for the layers of this model;
+            ``RuleSet(exact_only=True)`` leaves the groups through such normalizations alone.
     """
 
     criterion = None
@@ -243,6 +251,7 @@ class BasePruning:
         self._evaluate_fn = check_callable(evaluate_fn, "evaluate_fn", "fn(model) -> float")
         self._rules = rules
         self._prune_bins = None
+        self._inexact_pruned: list[str] = []  # groups through a normalization pruned in the current step
         spec = criterion if criterion is not None else type(self).criterion
         self._criterion = None if spec is None else make_criterion(spec, **(criterion_options or {}))
         self.history: list[IterationRecord] = []
@@ -510,7 +519,7 @@ class BasePruning:
             return None
         path, layer = conv
         indices = self.run_pruning_for_conv2d_layer(self._factor_for(view.group, factor), layer, layer.get_weights()[0])
-        positions = view.group.positions[path]
+        positions = view.output_index(path)
         chosen = np.unique(positions[np.asarray(list(indices), dtype=np.int64)]) if len(indices) else np.array([], int)
         return chosen[chosen >= 0][: self._bounds(view.group)]
 
@@ -546,6 +555,7 @@ class BasePruning:
         surgeon = Surgeon(model, trace=trace)
         removed = {}
         groups = trace.groups()
+        self._inexact_pruned = sorted(groups[gid].producers[0] for gid in plan if not groups[gid].exact)
         for gid, idx in plan.items():
             group = groups[gid]
             for path in group.producers:  # record every producer's removed positions
@@ -568,7 +578,12 @@ class BasePruning:
         if not self._verify:
             return
         rng = np.random.default_rng(self._seed)
-        xs = [rng.normal(size=(2,) + tuple(t.shape[1:])).astype("float32") for t in old.inputs]
+        xs = [
+            rng.integers(0, 2, size=(2,) + tuple(t.shape[1:])).astype(t.dtype)  # token ids
+            if "int" in str(t.dtype)
+            else rng.normal(size=(2,) + tuple(t.shape[1:])).astype("float32")
+            for t in old.inputs
+        ]
         xs = xs[0] if len(xs) == 1 else xs
         out_new = keras.tree.flatten(new(xs, training=False))
         out_old = keras.tree.flatten(old(xs, training=False))
@@ -582,7 +597,18 @@ class BasePruning:
             if not np.isfinite(a).all():
                 raise RuntimeError(f"iteration {iteration}: the pruned model produces non-finite values")
         if self._verify == "exact":
-            reference = keras.tree.flatten(surgeon.operate(zero=True)(xs, training=False))
+            # Channels through a LayerNormalization are deleted in the reference too (zeroing
+            # them would change its statistics): the check stays exact for every other channel.
+            reference = keras.tree.flatten(surgeon.operate(zero=True, delete_inexact=True)(xs, training=False))
+            if self._inexact_pruned:
+                logger.warning(
+                    "iteration %d: %d pruned groups (%s) pass through a normalization over the channels: "
+                    "the pruned model is not the zeroed one there, so verify='exact' checks them structurally "
+                    "(deleted in the reference too) and every other group exactly",
+                    iteration,
+                    len(self._inexact_pruned),
+                    ", ".join(self._inexact_pruned[:5]) + (", ..." if len(self._inexact_pruned) > 5 else ""),
+                )
             for a, b in zip(out_new, reference):
                 a, b = keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
                 scale = max(1.0, float(np.abs(b).max()))
@@ -645,6 +671,7 @@ class BasePruning:
             metric=metric,
             finetune=summary,
             seconds=seconds,
+            inexact=list(self._inexact_pruned),
         )
 
     def _limit_reached(self, record):

@@ -222,7 +222,7 @@ class ScoreFilterPruning(_Method):
         total = np.zeros(view.size)
         found = False
         for path, layer in view.producer_layers():
-            index = view.group.positions[path]
+            index = view.output_index(path)
             scores = self._current_scores(path, layer, len(index))
             if scores is None:
                 continue

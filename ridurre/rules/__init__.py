@@ -12,11 +12,15 @@ or, for one call only, ``ridurre.channel_groups(model, rules={MyScaleLayer: rule
 ``rules=``). Importing this package does not import Keras.
 """
 
+from ridurre.rules.applications import LayerScaleRule
 from ridurre.rules.base import COST_KINDS, ConfigView, LayerRule, PassThroughRule, Unsupported
-from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, SeparableRule
+from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, EmbeddingRule, SeparableRule
 from ridurre.rules.merge import ConcatenateRule, DivisionRule, ElementwiseOpRule, MergeRule
-from ridurre.rules.norm import BatchNormRule, GroupNormRule, LayerNormRule
+from ridurre.rules.norm import BatchNormRule, GroupNormRule, LayerNormRule, RMSNormRule, UnitNormRule
+from ridurre.rules.ops import GetItemOpRule, PadOpRule, ReduceOpRule, SplitOpRule, UnaryOpRule
+from ridurre.rules.recurrent import BidirectionalRule, RecurrentRule, TimeDistributedRule
 from ridurre.rules.registry import (
+    BUILTIN_APPLICATION_RULES,
     BUILTIN_LAYER_RULES,
     BUILTIN_OP_RULES,
     RULES,
@@ -30,11 +34,13 @@ from ridurre.rules.registry import (
 from ridurre.rules.shape import FlattenRule, PermuteRule, PoolingRule, ReshapeRule, TransposeOpRule
 
 __all__ = [
+    "BUILTIN_APPLICATION_RULES",
     "BUILTIN_LAYER_RULES",
     "BUILTIN_OP_RULES",
     "COST_KINDS",
     "RULES",
     "BatchNormRule",
+    "BidirectionalRule",
     "ConcatenateRule",
     "ConfigView",
     "ConvRule",
@@ -42,18 +48,29 @@ __all__ = [
     "DepthwiseRule",
     "DivisionRule",
     "ElementwiseOpRule",
+    "EmbeddingRule",
     "FlattenRule",
+    "GetItemOpRule",
     "GroupNormRule",
     "LayerNormRule",
     "LayerRule",
+    "LayerScaleRule",
     "MergeRule",
+    "PadOpRule",
     "PassThroughRule",
     "PermuteRule",
     "PoolingRule",
+    "RMSNormRule",
+    "RecurrentRule",
+    "ReduceOpRule",
     "ReshapeRule",
     "RuleSet",
     "SeparableRule",
+    "SplitOpRule",
+    "TimeDistributedRule",
     "TransposeOpRule",
+    "UnaryOpRule",
+    "UnitNormRule",
     "Unsupported",
     "as_rule_set",
     "get_rule",

@@ -105,6 +105,12 @@ class LayerRule:
         saved_weights: the layer's variables in creation order, as ``(name, config flag)`` pairs
             (a variable exists when its flag is true in the config, or always when the flag is
             ``None``); ``None`` when unknown. Saved files list variables in this order.
+        exact: removing channels that pass through the layer gives exactly the model in which
+            they are zeroed. False for normalizations over the channel axis (LayerNormalization,
+            RMS norms): the statistics of the remaining channels change. Groups through such a
+            layer are pruned but flagged (``ChannelGroup.exact``), or refused under
+            ``RuleSet(exact_only=True)``.
+        inexact_reason: why the layer is not exact, for the flag and the refusal.
     """
 
     produces = False
@@ -112,6 +118,8 @@ class LayerRule:
     cost = "other"
     in_activation = False
     saved_weights: tuple | None = None
+    exact = True
+    inexact_reason = "changes the statistics of the channels it keeps"
 
     # -- channels ----------------------------------------------------------------------------
     def propagate(self, layer, in_layouts, in_shapes, out_shapes, ctx):

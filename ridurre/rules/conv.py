@@ -6,7 +6,8 @@ MACs are counted per example (see :mod:`ridurre.metrics`): a convolution costs
 ``prod(input spatial) * in_channels * prod(kernel) * filters / groups``, a depthwise one
 ``prod(output spatial) * in_channels * depth_multiplier * prod(kernel)``, a separable one its
 depthwise part plus ``prod(output spatial) * in_channels * depth_multiplier * filters``, and a
-Dense layer ``in_units * units`` for every position of its input.
+Dense layer ``in_units * units`` for every position of its input. An Embedding is a lookup: no
+MACs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from ridurre.rules.base import LayerRule, Unsupported, channels_last, fused_activation, prod
 
-__all__ = ["ConvRule", "DenseRule", "DepthwiseRule", "SeparableRule"]
+__all__ = ["ConvRule", "DenseRule", "DepthwiseRule", "SeparableRule", "EmbeddingRule"]
 
 _KERNEL_AND_BIAS = (("kernel", None), ("bias", "use_bias"))
 
@@ -40,6 +41,21 @@ class ConvRule(_WeightedRule):
 
     Grouped convolutions keep their group structure: channel i of every input group is one
     unit, and so is output channel j of every output group, so each group loses the same ones.
+    A grouped convolution with ONE input channel per group (``Conv2D(groups=C)`` on C channels,
+    how ConvNeXt writes its depthwise convolutions) is a depthwise convolution: output channel
+    ``g * m + k`` carries input channel g (m = filters / groups), and removing channel g removes
+    its group (``groups`` shrinks with it).
+
+    Example:
+        >>> import numpy as np
+        >>> rule = ConvRule()
+        >>> class DepthwiseLike:  # Conv2D(filters=8, groups=4) on 4 channels
+        ...     groups = 4
+        >>> keep_in = np.array([True, False, True, True])
+        >>> config, weights = rule.slice(DepthwiseLike(), {"filters": 8, "groups": 4},
+        ...     {"kernel": np.ones((3, 3, 1, 8)), "bias": np.arange(8.0)}, keep_in, np.repeat(keep_in, 2))
+        >>> config, weights["kernel"].shape, weights["bias"].tolist()
+        ({'filters': 6, 'groups': 3}, (3, 3, 1, 6), [0.0, 1.0, 4.0, 5.0, 6.0, 7.0])
     """
 
     produces = True
@@ -60,6 +76,8 @@ class ConvRule(_WeightedRule):
         groups = self._groups(layer)
         lay = in_layouts[0]
         n_in = len(lay) // groups
+        if groups > 1 and n_in == 1 and not self.transpose:  # depthwise: one input channel per group
+            return [np.repeat(lay, out_shapes[0][-1] // groups)]
         for g in range(1, groups):
             ctx.union(lay[:n_in], lay[g * n_in : (g + 1) * n_in])
         n_out = out_shapes[0][-1] // groups
@@ -70,11 +88,20 @@ class ConvRule(_WeightedRule):
         # (input axis, output axis) of the kernel
         return (kernel.ndim - 1, kernel.ndim - 2) if self.transpose else (kernel.ndim - 2, kernel.ndim - 1)
 
+    def _depthwise(self, layer, kernel):
+        """One input channel per group: the grouped convolution is a depthwise one."""
+        return not self.transpose and self._groups(layer) > 1 and kernel.shape[self._axes(kernel)[0]] == 1
+
     def slice(self, layer, config, weights, in_keep, out_keep):
         weights = dict(weights)
         kernel = weights["kernel"]
         in_axis, out_axis = self._axes(kernel)
         groups = self._groups(layer)
+        if self._depthwise(layer, kernel):
+            if in_keep is not None:
+                out_keep = np.repeat(in_keep, kernel.shape[out_axis] // groups)
+                config = {**config, "groups": int(np.count_nonzero(in_keep))}
+            in_keep = None  # the kernel's input axis is the single channel of each group
         if in_keep is not None:
             per_group = in_keep[: len(in_keep) // groups]
             kernel = np.compress(per_group, kernel, axis=in_axis)
@@ -91,6 +118,10 @@ class ConvRule(_WeightedRule):
         kernel = weights["kernel"].copy()
         in_axis, out_axis = self._axes(kernel)
         groups = self._groups(layer)
+        if self._depthwise(layer, kernel) and in_zero is not None:
+            by_input = np.repeat(in_zero, kernel.shape[out_axis] // groups)
+            out_zero = by_input if out_zero is None else (out_zero | by_input)
+            in_zero = None
         if in_zero is not None:
             index = [slice(None)] * kernel.ndim
             index[in_axis] = in_zero[: len(in_zero) // groups]
@@ -243,3 +274,48 @@ class SeparableRule(_WeightedRule):
     def filters(self, config, weights):
         pointwise = weights.get("pointwise_kernel")
         return None if pointwise is None else int(np.shape(pointwise)[-1])
+
+
+class EmbeddingRule(LayerRule):
+    """Embedding: its output dimension is a producer (column j of the ``(input_dim, output_dim)``
+    table makes channel j); its rows are token ids, not channels, and are left alone.
+
+    Example:
+        >>> import numpy as np
+        >>> config, weights = EmbeddingRule().slice(None, {"output_dim": 3}, {"embeddings": np.eye(5, 3)},
+        ...                                         None, np.array([True, False, True]))
+        >>> config["output_dim"], weights["embeddings"].shape
+        (2, (5, 2))
+    """
+
+    produces = True
+    channel_dependent = True
+    cost = "free"
+    saved_weights = (("embeddings", None),)
+
+    def propagate(self, layer, in_layouts, in_shapes, out_shapes, ctx):
+        if getattr(layer, "lora_enabled", False):
+            raise Unsupported("LoRA weights are not sliced")
+        if len(in_layouts) != 1 or len(out_shapes) != 1:
+            raise Unsupported("expected one input and one output")
+        return [ctx.new_units(int(out_shapes[0][-1]))]
+
+    def slice(self, layer, config, weights, in_keep, out_keep):
+        if out_keep is None:
+            return config, weights
+        weights = {**weights, "embeddings": weights["embeddings"][:, out_keep]}
+        return {**config, "output_dim": int(np.count_nonzero(out_keep))}, weights
+
+    def zero(self, layer, weights, in_zero, out_zero):
+        if out_zero is None:
+            return weights
+        table = weights["embeddings"].copy()
+        table[:, out_zero] = 0
+        return {**weights, "embeddings": table}
+
+    def output_weights(self, layer, weights):
+        return np.asarray(weights["embeddings"]).T
+
+    def filters(self, config, weights):
+        table = weights.get("embeddings")
+        return None if table is None else int(np.shape(table)[-1])

@@ -6,7 +6,15 @@ import numpy as np
 
 from ridurre.rules.base import PassThroughRule, Unsupported, is_last_axis
 
-__all__ = ["BatchNormRule", "GroupNormRule", "LayerNormRule", "check_activation", "check_softmax_axis"]
+__all__ = [
+    "BatchNormRule",
+    "GroupNormRule",
+    "LayerNormRule",
+    "RMSNormRule",
+    "UnitNormRule",
+    "check_activation",
+    "check_softmax_axis",
+]
 
 
 def _check_bn_axis(layer, in_shape):
@@ -56,7 +64,16 @@ class BatchNormRule(PassThroughRule):
 
 class LayerNormRule(PassThroughRule):
     """LayerNormalization over the channel axis only. Removing channels changes its statistics,
-    so a pruned model is structurally right but not numerically equal to the zeroed one."""
+    so a pruned model is structurally right but not numerically equal to the zeroed one: the
+    groups through it are flagged (``ChannelGroup.exact`` is False), see :attr:`LayerRule.exact`.
+
+    Example:
+        >>> LayerNormRule().exact
+        False
+    """
+
+    exact = False
+    inexact_reason = "normalizes over the channels: removing some changes the mean and variance of the others"
 
     def __init__(self):
         super().__init__(
@@ -91,3 +108,31 @@ class GroupNormRule(PassThroughRule):
             size = len(out_keep) // layer.groups
             config = {**config, "groups": int(np.count_nonzero(out_keep)) // size}
         return config, weights
+
+
+class RMSNormRule(PassThroughRule):
+    """RMSNormalization over the channel axis (``scale`` sliced). Like LayerNormalization, not
+    exact: the root mean square is taken over the channels that remain."""
+
+    exact = False
+    inexact_reason = "normalizes over the channels: removing some changes their root mean square"
+
+    def __init__(self):
+        super().__init__(
+            per_channel_weights=("scale",),
+            zero_to={"scale": 0.0},
+            check=_check_layer_norm_axis,
+            cost="normalization",
+            saved_weights=(("scale", None),),
+        )
+
+
+class UnitNormRule(PassThroughRule):
+    """UnitNormalization over the channel axis (no weights). Not exact: a zeroed channel that is
+    not exactly zero where it is normalized (after a sigmoid, say) still counts in the L2 norm."""
+
+    exact = False
+    inexact_reason = "normalizes over the channels: the L2 norm is taken over the channels that remain"
+
+    def __init__(self):
+        super().__init__(check=_check_layer_norm_axis, cost="normalization")

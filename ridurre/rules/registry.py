@@ -17,13 +17,25 @@ import contextlib
 from collections.abc import Iterator, Mapping
 
 from ridurre import _compat
-from ridurre.rules.base import LayerRule, PassThroughRule
-from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, SeparableRule
+from ridurre.rules.applications import application_rules
+from ridurre.rules.base import ConfigView, LayerRule, PassThroughRule
+from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, EmbeddingRule, SeparableRule
 from ridurre.rules.merge import ConcatenateRule, DivisionRule, ElementwiseOpRule, MergeRule
-from ridurre.rules.norm import BatchNormRule, GroupNormRule, LayerNormRule, check_activation, check_softmax_axis
+from ridurre.rules.norm import (
+    BatchNormRule,
+    GroupNormRule,
+    LayerNormRule,
+    RMSNormRule,
+    UnitNormRule,
+    check_activation,
+    check_softmax_axis,
+)
+from ridurre.rules.ops import GetItemOpRule, PadOpRule, ReduceOpRule, SplitOpRule, UnaryOpRule
+from ridurre.rules.recurrent import BidirectionalRule, RecurrentRule, TimeDistributedRule
 from ridurre.rules.shape import FlattenRule, PermuteRule, PoolingRule, ReshapeRule, TransposeOpRule
 
 __all__ = [
+    "BUILTIN_APPLICATION_RULES",
     "BUILTIN_LAYER_RULES",
     "BUILTIN_OP_RULES",
     "RuleSet",
@@ -89,13 +101,33 @@ def _builtin_layer_rules() -> dict[str, LayerRule]:
     for dims in ("1D", "2D"):
         table[f"DepthwiseConv{dims}"] = DepthwiseRule()
         table[f"SeparableConv{dims}"] = SeparableRule()
+    _add_sequence_and_scale_layers(table)
     return table
+
+
+def _add_sequence_and_scale_layers(table: dict[str, LayerRule]) -> None:
+    """Embedding, the recurrent layers and their wrappers, RMS and unit norms, Resizing."""
+    table["Embedding"] = EmbeddingRule()
+    table["SimpleRNN"] = RecurrentRule(gates=1)
+    table["GRU"] = RecurrentRule(gates=3)
+    table["LSTM"] = RecurrentRule(gates=4)
+    for dims in ("1D", "2D", "3D"):
+        table[f"ConvLSTM{dims}"] = RecurrentRule(gates=4, size_key="filters", convolutional=True)
+    table["Bidirectional"] = BidirectionalRule(inner_rule=_wrapped_rule)
+    table["TimeDistributed"] = TimeDistributedRule(inner_rule=_wrapped_rule)
+    table["RMSNormalization"] = RMSNormRule()
+    table["UnitNormalization"] = UnitNormRule()
+    table["Resizing"] = PassThroughRule()
 
 
 def _builtin_op_rules() -> dict[str, LayerRule]:
     table: dict[str, LayerRule] = {}
     elementwise = ElementwiseOpRule()
     for name in ("Add", "Subtract", "Multiply", "Maximum", "Minimum"):
+        table[name] = elementwise
+    for name in ("Equal", "NotEqual", "Greater", "GreaterEqual", "Less", "LessEqual"):  # masks: x != 0
+        table[name] = elementwise
+    for name in ("LogicalAnd", "LogicalOr", "LogicalXor", "LogicalNot"):
         table[name] = elementwise
     table["Divide"] = table["TrueDivide"] = DivisionRule()
     activation = PassThroughRule(cost="activation")
@@ -117,7 +149,44 @@ def _builtin_op_rules() -> dict[str, LayerRule]:
     for name in ("Cast", "Squeeze", "ExpandDims"):
         table[name] = free
     table["Transpose"] = TransposeOpRule()
+    _add_shape_and_unary_ops(table)
     return table
+
+
+def _wrapped_rule(layer) -> LayerRule | None:
+    """The rule of a layer inside Bidirectional or TimeDistributed (a layer or a config view)."""
+    if isinstance(layer, ConfigView):
+        return rule_for_class_name(layer.class_name)
+    return RULES.get(layer)
+
+
+# Unary functions that are finite at 0 (log, reciprocal and rsqrt are not: a zeroed channel
+# would turn into inf), by the kind of work counted for them.
+_UNARY_ACTIVATIONS = ("Selu", "Celu", "Softsign", "LogSigmoid", "HardTanh", "SoftShrink", "HardShrink", "TanhShrink")
+_UNARY_ACTIVATIONS += ("Squareplus", "SparsePlus", "SparseSigmoid", "Threshold")
+_UNARY_MATH = ("Abs", "Absolute", "Fabs", "Negative", "Square", "Sqrt", "Cbrt", "Exp", "Exp2", "Expm1", "Log1p")
+_UNARY_MATH += ("Erf", "Erfc", "Sign", "Floor", "Ceil", "Round", "Trunc", "Sin", "Cos", "Sinh", "Cosh", "Arctan")
+_UNARY_MATH += ("Arcsinh", "Sinc", "Clip", "NanToNum")
+
+
+def _add_shape_and_unary_ops(table: dict[str, LayerRule]) -> None:
+    """split, pad, indexing, resize, reductions over other axes, unary element-wise functions."""
+    table["Split"] = SplitOpRule()
+    table["Concatenate"] = ConcatenateRule()
+    table["Pad"] = PadOpRule()
+    table["GetItem"] = GetItemOpRule()
+    table["Resize"] = PassThroughRule()
+    for name in ("StopGradient", "Copy"):
+        table[name] = PassThroughRule(cost="free")
+    reduce = ReduceOpRule()
+    for name in ("Mean", "Sum", "Max", "Min", "Prod", "Amax", "Amin"):
+        table[name] = reduce
+    activation = UnaryOpRule(cost="activation")
+    for name in _UNARY_ACTIVATIONS:
+        table[name] = activation
+    other = UnaryOpRule(cost="other")
+    for name in _UNARY_MATH:
+        table[name] = other
 
 
 BUILTIN_LAYER_RULES: dict[str, LayerRule] = _builtin_layer_rules()
@@ -125,6 +194,9 @@ BUILTIN_LAYER_RULES: dict[str, LayerRule] = _builtin_layer_rules()
 
 BUILTIN_OP_RULES: dict[str, LayerRule] = _builtin_op_rules()
 """Rules of raw ``keras.ops`` calls recorded in a Functional graph, by operation class name."""
+
+BUILTIN_APPLICATION_RULES: dict[str, LayerRule] = application_rules()
+"""Rules of the layers ``keras.applications`` models define themselves (ConvNeXt's LayerScale)."""
 
 
 def _check(layer_class, rule):
@@ -142,6 +214,9 @@ class RuleSet:
         parent: consulted for layers this set has no rule for (default: the global registry
             :data:`RULES`; ``None`` for the global registry itself).
         subclasses: also match subclasses of the classes here and of the built-in Keras layers.
+        exact_only: refuse to prune through layers whose rule is not exact
+            (:attr:`LayerRule.exact`: LayerNormalization, RMS norms), instead of pruning through
+            them with the group flagged. A parent's ``exact_only`` applies too.
 
     Example:
         >>> import keras
@@ -159,12 +234,24 @@ class RuleSet:
         *,
         parent: RuleSet | None | str = "global",
         subclasses: bool = False,
+        exact_only: bool = False,
     ):
         self._rules: dict[type, tuple[LayerRule, bool]] = {}
         self._parent = RULES if parent == "global" else parent
         self.subclasses = bool(subclasses)
+        self._exact_only = bool(exact_only)
         for layer_class, rule in (rules or {}).items():
             self.register(layer_class, rule)
+
+    @property
+    def exact_only(self) -> bool:
+        """Whether groups through an inexact layer (a normalization over the channels) are refused.
+
+        Example:
+            >>> RuleSet(exact_only=True).exact_only, RuleSet().exact_only
+            (True, False)
+        """
+        return self._exact_only or (self._parent is not None and self._parent.exact_only)
 
     def register(self, layer_class: type, rule: LayerRule, subclasses: bool = False) -> None:
         """Use ``rule`` for ``layer_class`` (and its subclasses when ``subclasses``)."""
@@ -227,6 +314,8 @@ def _builtin(cls: type, subclasses: bool) -> LayerRule | None:
             rule = BUILTIN_LAYER_RULES.get(base.__name__)
         elif kind == "op":
             rule = BUILTIN_OP_RULES.get(base.__name__)
+        elif kind == "application":
+            rule = BUILTIN_APPLICATION_RULES.get(base.__name__)
         else:
             continue
         if rule is not None:

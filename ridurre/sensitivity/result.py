@@ -44,6 +44,10 @@ class SensitivityResult:
         higher_is_better: False for losses and errors.
         points: the :class:`SensitivityPoint` list, by layer (model order) then ratio.
         mode: ``"mask"`` (zeroed weights) or ``"rebuild"`` (pruned and fine-tuned models).
+        approximate: ``{layer: [normalization layers]}``: in a masked scan, the layers whose
+            channels pass through a normalization over the channel axis (LayerNormalization,
+            RMS norms). Zeroing a channel there is not removing it (the statistics change), so
+            their points approximate the pruned model's metric. Written to the JSON file only.
 
     Example:
         >>> import os, tempfile
@@ -67,6 +71,7 @@ class SensitivityResult:
     higher_is_better: bool = True
     points: list = field(default_factory=list)
     mode: str = "mask"
+    approximate: dict = field(default_factory=dict)
 
     @property
     def layers(self):

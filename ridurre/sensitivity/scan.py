@@ -14,9 +14,11 @@ How a point is evaluated:
   weights), the metric is evaluated, and the touched layers get their weights back. No model
   is rebuilt or recompiled, so nothing is retraced (``bench/sensitivity_scan.py`` measures
   the speed-up against rebuilding every point). The zeroed model computes exactly what the
-  pruned model computes, EXCEPT where the channels pass through a LayerNormalization or
-  GroupNormalization: their statistics are taken over the channel axis, and a zeroed channel
-  still counts there while a deleted one does not. Scans of such models are approximations.
+  pruned model computes, EXCEPT where the channels pass through a LayerNormalization or an
+  RMS norm (``ChannelGroup.exact`` is False): their statistics are taken over the channel axis,
+  and a zeroed channel still counts there while a deleted one does not. The points of those
+  layers are approximations: the result lists them in ``SensitivityResult.approximate`` and the
+  scan warns (a scan with ``finetune_fn`` rebuilds every point and is not affected).
 * with ``finetune_fn(model)``: every point is a real model rebuilt by the surgeon, recompiled
   with the model's compile config (or ``compile_fn``), fine-tuned, then evaluated.
 
@@ -42,6 +44,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import numbers
 import os
 import re
@@ -69,6 +72,8 @@ __all__ = [
     "group_of",
     "ChannelChooser",
 ]
+
+logger = logging.getLogger("ridurre")
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 _LOWER_IS_BETTER = re.compile(r"(^|_)(loss|error|mse|mae|mape|msle|rmse)$")
@@ -428,6 +433,15 @@ def scan(
             result.to_csv(paths["csv"])
             result.to_json(paths["json"])
 
+    if not rebuild:
+        result.approximate = {g.producers[0]: list(g.inexact_layers) for g in groups if not g.exact}
+        if result.approximate:
+            logger.warning(
+                "sensitivity: %d layers (%s) pass through a normalization over the channels: their masked "
+                "points zero channels the normalization still counts, so they approximate the pruned model",
+                len(result.approximate),
+                ", ".join(list(result.approximate)[:5]) + (", ..." if len(result.approximate) > 5 else ""),
+            )
     done = {(p.layer, round(p.ratio, 6)) for p in result.points}
     todo = [(g, r) for g in groups for r in ratios if (g.producers[0], r) not in done]
     set_direction()

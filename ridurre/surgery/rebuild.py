@@ -13,6 +13,7 @@ import numpy as np
 
 from ridurre import _compat
 from ridurre.graph import layer_weights, set_layer_weights, weight_names
+from ridurre.rules import ConfigView
 
 __all__ = ["plan_layers", "rebuild"]
 
@@ -30,7 +31,7 @@ def _gone_masks(trace, use, deleted):
     return mask(use.in_layout), mask(use.out_layout)
 
 
-def plan_layers(trace, deleted, zero: bool = False, shapes_only: bool = False, uses=None) -> dict:
+def plan_layers(trace, deleted, zero: bool = False, shapes_only: bool = False, uses=None, still_delete=None) -> dict:
     """For every layer of a traced model, its config and weights once ``deleted`` units are gone.
 
     Args:
@@ -40,6 +41,10 @@ def plan_layers(trace, deleted, zero: bool = False, shapes_only: bool = False, u
         shapes_only: slice placeholder arrays instead of the real weights (cheap: used to
             estimate params and MACs of a planned deletion without rebuilding anything).
         uses: plan only these :class:`ridurre.graph.LayerUse` (default: every layer).
+        still_delete: with ``zero``, the roots among ``deleted`` that are removed all the same
+            (channels through a normalization over the channel axis: the reference that a
+            pruned model must equal exactly deletes them too, since zeroing them would change
+            the normalization's statistics).
 
     Returns:
         dict ``id(layer) -> (config, weights dict or None)``; nested models map to
@@ -59,14 +64,23 @@ def plan_layers(trace, deleted, zero: bool = False, shapes_only: bool = False, u
     deleted_roots = np.asarray(deleted, dtype=np.int64)
     deleted = np.zeros(len(trace.units.parent), dtype=bool)
     deleted[deleted_roots] = True
+    removed = None  # with zero: the roots sliced away all the same
+    if zero and still_delete is not None and len(still_delete):
+        removed = np.zeros(len(trace.units.parent), dtype=bool)
+        removed[np.asarray(still_delete, dtype=np.int64)] = True
+        removed &= deleted
+        deleted &= ~removed
     plans = {}
     for use in trace.uses.values() if uses is None else uses:
         layer = use.layer
         if _compat.is_graph_model(layer):
+            gone = removed if zero else deleted
             plans[id(layer)] = (
                 "model",
                 [
-                    None if deleted_roots.size == 0 or zero else int(np.count_nonzero(~deleted[trace.units.roots(lay)]))
+                    None
+                    if gone is None or deleted_roots.size == 0
+                    else int(np.count_nonzero(~gone[trace.units.roots(lay)]))
                     for lay in use.model_in_layouts
                 ],
             )
@@ -84,6 +98,15 @@ def plan_layers(trace, deleted, zero: bool = False, shapes_only: bool = False, u
         gone_in, gone_out = (
             _gone_masks(trace, use, deleted) if use.rule is not None and deleted_roots.size else (None, None)
         )
+        if removed is not None and use.rule is not None:
+            cut_in, cut_out = _gone_masks(trace, use, removed)
+            if cut_in is not None or cut_out is not None:
+                config, weights = use.rule.slice(
+                    layer, config, weights, None if cut_in is None else ~cut_in, None if cut_out is None else ~cut_out
+                )
+                gone_in = _kept(gone_in, cut_in)
+                gone_out = _kept(gone_out, cut_out)
+                layer = ConfigView(type(layer).__name__, config)  # the zeroing sees the sliced layer
         if gone_in is not None or gone_out is not None:
             if zero:
                 weights = use.rule.zero(layer, weights, gone_in, gone_out)
@@ -91,8 +114,16 @@ def plan_layers(trace, deleted, zero: bool = False, shapes_only: bool = False, u
                 keep_in = None if gone_in is None else ~gone_in
                 keep_out = None if gone_out is None else ~gone_out
                 config, weights = use.rule.slice(layer, config, weights, keep_in, keep_out)
-        plans[id(layer)] = (config, weights if built else None)
+        plans[id(use.layer)] = (config, weights if built else None)
     return plans
+
+
+def _kept(gone, cut):
+    """The zeroing mask ``gone`` over the positions left once ``cut`` ones are sliced away."""
+    if gone is None or cut is None:
+        return gone
+    gone = gone[~cut]
+    return gone if gone.any() else None
 
 
 def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:

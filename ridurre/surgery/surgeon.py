@@ -171,16 +171,43 @@ class Surgeon:
                     f"differs from its input shape {tuple(call.inputs[0].shape)}"
                 )
 
-    def operate(self, zero: bool = False) -> keras.Model:
+    def operate(self, zero: bool = False, delete_inexact: bool = False) -> keras.Model:
         """Apply every queued job in one rebuild and return the new model.
 
         Args:
             zero: keep the architecture and zero the queued channels instead of removing them
                 (the output then equals the pruned model's; layer jobs are applied as usual).
+            delete_inexact: with ``zero``, still remove the queued channels that pass through
+                a normalization over the channel axis (groups whose ``exact`` is False), and
+                zero only the others. The pruned model equals THIS reference exactly: zeroing
+                a channel that a LayerNormalization normalizes changes its statistics, while
+                deleting it in both models does not (``verify="exact"`` compares with it).
+
+        Example:
+            >>> import keras, numpy as np
+            >>> x = keras.Input((6,))
+            >>> h = keras.layers.LayerNormalization(name="ln")(keras.layers.Dense(5, name="a")(x))
+            >>> model = keras.Model(x, keras.layers.Dense(2, name="out")(h))
+            >>> surgeon = Surgeon(model)
+            >>> surgeon.add_job("delete_channels", "a", channels=[0, 3])
+            >>> pruned, reference = surgeon.operate(), surgeon.operate(zero=True, delete_inexact=True)
+            >>> xs = np.random.default_rng(0).normal(size=(4, 6))
+            >>> bool(np.allclose(pruned.predict(xs, verbose=0), reference.predict(xs, verbose=0), atol=1e-5))
+            True
         """
         trace = self._edited_trace()
         deleted = self._deleted_roots(trace)
-        return rebuild(self.model, plan_layers(trace, deleted, zero=zero), self._edits)
+        still = None
+        if zero and delete_inexact:
+            still = [r for r in deleted.tolist() if r in trace.units.inexact]
+        return rebuild(self.model, plan_layers(trace, deleted, zero=zero, still_delete=still), self._edits)
+
+    def inexact_groups(self) -> list[_graph.ChannelGroup]:
+        """The groups of the queued channels that pass through a normalization over the channel
+        axis (``group.exact`` is False): for them the pruned model is not the zeroed one."""
+        trace = self._edited_trace()
+        deleted = set(self._deleted_roots(trace).tolist())
+        return [g for g in trace.groups() if not g.exact and deleted.intersection(g.roots.tolist())]
 
     # -- internals ---------------------------------------------------------------------------
     def _edited_trace(self):

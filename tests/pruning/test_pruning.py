@@ -406,3 +406,43 @@ def test_a_fifth_positional_argument_of_base_pruning_warns(trained_resnet):
     assert method._maximum_prune_iterations == 1 and method._limits.filters == 0.3
     with pytest.raises(TypeError, match="at most 7 positional"):
         Legacy(0.25, compile_classifier, None, 0, 4, 1, 0.5, 9)
+
+
+def test_the_loop_prunes_sequence_models_and_reports_normalized_groups(caplog):
+    """Embedding, a Bidirectional LSTM and a GRU; a LayerNormalization on the stream: with
+    verify="exact" every group is checked, the normalized ones against a reference that deletes
+    their channels too, and the record says which they were."""
+    from helpers import randomize_weights
+
+    x = keras.Input((6,), dtype="int32")
+    h = keras.layers.Embedding(30, 12, name="emb")(x)
+    h = keras.layers.Bidirectional(keras.layers.LSTM(8, return_sequences=True), name="bi")(h)
+    h = keras.layers.LayerNormalization(name="ln")(h)
+    h = keras.layers.GRU(10, name="gru")(h)
+    model = randomize_weights(keras.Model(x, keras.layers.Dense(3, name="out")(h)))
+    pruner = ridurre.Pruner(
+        "l1",
+        lambda m: m.compile("adam", "mse"),
+        None,
+        0,
+        pruning_factor=0.25,
+        maximum_prune_iterations=1,
+        verify="exact",
+    )
+    with caplog.at_level("WARNING", logger="ridurre"):
+        pruned, _ = pruner.run_pruning(model)
+    assert pruned.get_layer("emb").output_dim == 9 and pruned.get_layer("gru").get_config()["units"] == 8
+    bi = pruned.get_layer("bi")
+    assert bi.forward_layer.units == bi.backward_layer.units == 6
+    assert pruner.history[0].inexact == ["bi"]
+    assert "pass through a normalization over the channels" in caplog.text
+    strict = ridurre.Pruner(
+        "l1",
+        lambda m: m.compile("adam", "mse"),
+        pruning_factor=0.25,
+        maximum_prune_iterations=1,
+        rules=ridurre.rules.RuleSet(exact_only=True),
+    )
+    pruned, _ = strict.run_pruning(model)
+    assert pruned.get_layer("bi").forward_layer.units == 8 and strict.history[0].inexact == []
+    assert model_stats(pruned).uncounted == []

@@ -136,7 +136,7 @@ def test_builtin_rules_are_found_by_class_name_without_keras_objects():
         ("SeparableConv1D", "SeparableRule"),
     ):
         assert type(rule_for_class_name(name)).__name__ == rule_type
-    assert rule_for_class_name("LSTM") is None
+    assert rule_for_class_name("Lambda") is None
     assert rule_for_class_name("BatchNormalization").weight_names({"scale": False}) == (
         "beta",
         "moving_mean",

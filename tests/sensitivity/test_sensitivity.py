@@ -106,6 +106,32 @@ def test_masks_are_exact_on_coupled_residual_groups(digits):
         assert mean_output(pruned, x, None) == pytest.approx(p.metric, rel=1e-5, abs=1e-6)
 
 
+def test_masks_are_exact_on_recurrent_layers_and_flag_normalized_ones(tmp_path, caplog):
+    import architectures as zoo
+
+    def mean_output(m, xv, yv):
+        return float(np.mean(m.predict_on_batch(xv) * np.arange(1, m.outputs[0].shape[-1] + 1)))
+
+    model = randomize_weights(zoo.recurrent(), seed=5)
+    x = np.random.default_rng(0).normal(size=(16, 6, 4)).astype("float32")
+    result = scan(model, x, None, ratios=[0.4], layers="lstm|gru_v1", metric_fn=mean_output, progress=False)
+    assert result.approximate == {}
+    for p in result.points:
+        pruned = surgeon.delete_channels(model, p.layer, channels_to_remove(model, p.layer, p.ratio))
+        assert mean_output(pruned, x, None) == pytest.approx(p.metric, rel=1e-5, abs=1e-6)
+
+    model = randomize_weights(zoo.normalized_stream(), seed=5)
+    x = np.random.default_rng(0).normal(size=(16, 5, 6)).astype("float32")
+    with caplog.at_level("WARNING", logger="ridurre"):
+        result = scan(model, x, None, ratios=[0.5], metric_fn=mean_output, progress=False, output_dir=tmp_path)
+    assert result.approximate == {"proj": ["ln", "rms"], "ffn3": ["unit"]}
+    assert "approximate the pruned model" in caplog.text
+    assert SensitivityResult.from_json(os.path.join(tmp_path, "sensitivity.json")).approximate == result.approximate
+    point = next(p for p in result.points if p.layer == "ffn1")  # exact: no normalization after it
+    pruned = surgeon.delete_channels(model, "ffn1", channels_to_remove(model, "ffn1", 0.5))
+    assert mean_output(pruned, x, None) == pytest.approx(point.metric, rel=1e-5, abs=1e-6)
+
+
 def test_zeroed_weights_are_those_of_plan_layers(cnn):
     model = surgeon.Surgeon(cnn).operate()
     trace = graph.trace_model(model)

@@ -6,45 +6,10 @@ import architectures as zoo
 import keras
 import numpy as np
 import pytest
-from helpers import randomize_weights
+from helpers import apply_jobs, assert_close, predict, random_inputs, random_jobs, randomize_weights
 
 import ridurre
 from ridurre.surgery import Surgeon, delete_channels, delete_layer, insert_layer, replace_layer, zero_channels
-
-
-def _inputs(model, rng, n=3):
-    return [rng.normal(size=(n,) + tuple(t.shape[1:])).astype("float32") for t in model.inputs]
-
-
-def _predict(model, xs):
-    return np.asarray(model(xs if len(xs) > 1 else xs[0], training=False))
-
-
-def _assert_close(pruned, reference):
-    scale = max(1.0, float(np.abs(reference).max()))
-    np.testing.assert_allclose(pruned, reference, rtol=1e-4, atol=1e-4 * scale)
-
-
-def _random_jobs(model, rng, fraction=None):
-    """Random channels of random prunable groups, addressed through one of their producers."""
-    jobs = []
-    for group in ridurre.channel_groups(model):
-        if not group.prunable or group.size < 2 or (fraction is None and rng.random() < 0.4):
-            continue
-        n = max(1, int(group.size * fraction)) if fraction else int(rng.integers(1, group.size))
-        chosen = rng.choice(group.size, size=n, replace=False)
-        producer = group.producers[int(rng.integers(len(group.producers)))]
-        # map group channels to positions of this producer
-        positions = [p for c in chosen for p in group.channels_of(producer)[c][:1]]
-        jobs.append((producer, positions))
-    return jobs
-
-
-def _apply(model, jobs, zero=False):
-    surgeon = Surgeon(model)
-    for layer, channels in jobs:
-        surgeon.add_job("delete_channels", layer, channels=channels)
-    return surgeon.operate(zero=True) if zero else surgeon.operate()
 
 
 @pytest.mark.parametrize("build", zoo.EXACT, ids=lambda f: f.__name__)
@@ -52,22 +17,22 @@ def _apply(model, jobs, zero=False):
 def test_pruned_output_equals_zeroed_original(build, seed):
     rng = np.random.default_rng(seed)
     model = randomize_weights(build(), seed)
-    jobs = _random_jobs(model, rng)
+    jobs = random_jobs(model, rng)
     if not jobs:
-        jobs = _random_jobs(model, rng, fraction=0.3)
-    pruned, zeroed = _apply(model, jobs), _apply(model, jobs, zero=True)
+        jobs = random_jobs(model, rng, fraction=0.3)
+    pruned, zeroed = apply_jobs(model, jobs), apply_jobs(model, jobs, zero=True)
     assert pruned.count_params() < model.count_params()
-    xs = _inputs(model, rng)
-    _assert_close(_predict(pruned, xs), _predict(zeroed, xs))
+    xs = random_inputs(model, rng)
+    assert_close(predict(pruned, xs), predict(zeroed, xs))
 
 
 @pytest.mark.parametrize("build", zoo.EXACT, ids=lambda f: f.__name__)
 def test_pruning_every_group_at_once(build, rng):
     model = randomize_weights(build(), 7)
-    jobs = _random_jobs(model, rng, fraction=0.5)
-    pruned, zeroed = _apply(model, jobs), _apply(model, jobs, zero=True)
-    xs = _inputs(model, rng)
-    _assert_close(_predict(pruned, xs), _predict(zeroed, xs))
+    jobs = random_jobs(model, rng, fraction=0.5)
+    pruned, zeroed = apply_jobs(model, jobs), apply_jobs(model, jobs, zero=True)
+    xs = random_inputs(model, rng)
+    assert_close(predict(pruned, xs), predict(zeroed, xs))
 
 
 def test_layer_normalization_changes_statistics_but_structure_holds(rng):
@@ -76,7 +41,7 @@ def test_layer_normalization_changes_statistics_but_structure_holds(rng):
     assert pruned.get_layer("h1").units == 13
     assert pruned.get_layer("ln").gamma.shape == (13,)
     assert pruned.get_layer("h2").kernel.shape == (13, 10)
-    assert np.isfinite(_predict(pruned, _inputs(model, rng))).all()
+    assert np.isfinite(predict(pruned, random_inputs(model, rng))).all()
 
 
 def test_channel_groups_couple_residual_branches():
@@ -179,14 +144,14 @@ def test_the_input_model_is_never_changed(rng):
     model = randomize_weights(zoo.residual())
     config = model.get_config()
     weights = [w.copy() for w in model.get_weights()]
-    xs = _inputs(model, rng)
-    before = _predict(model, xs)
+    xs = random_inputs(model, rng)
+    before = predict(model, xs)
     delete_channels(model, "stem", [0, 1])
     zero_channels(model, "stem", [0, 1])
     assert model.get_config() == config
     for a, b in zip(weights, model.get_weights()):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(before, _predict(model, xs))
+    np.testing.assert_array_equal(before, predict(model, xs))
 
 
 def test_jobs_on_the_same_group_delete_the_union():
@@ -205,16 +170,16 @@ def test_empty_channel_list_returns_an_equal_copy(rng):
     model = randomize_weights(zoo.sequential_cnn())
     copy = delete_channels(model, "c1", [])
     assert copy is not model
-    xs = _inputs(model, rng)
-    np.testing.assert_allclose(_predict(copy, xs), _predict(model, xs), rtol=1e-6)
+    xs = random_inputs(model, rng)
+    np.testing.assert_allclose(predict(copy, xs), predict(model, xs), rtol=1e-6)
 
 
 def test_structural_jobs(rng):
     model = randomize_weights(zoo.residual())
-    xs = _inputs(model, rng)
-    reference = _predict(model, xs)
+    xs = random_inputs(model, rng)
+    reference = predict(model, xs)
     identity = delete_layer(insert_layer(model, "r0b", keras.layers.Identity(name="noop")), "noop")
-    _assert_close(_predict(identity, xs), reference)
+    assert_close(predict(identity, xs), reference)
     relu6 = replace_layer(model, "stem_bn", keras.layers.Identity(name="no_bn"))
     assert "stem_bn" not in [l.name for l in relu6.layers] and "no_bn" in [l.name for l in relu6.layers]
     with pytest.raises(ValueError, match="output shape"):
@@ -268,8 +233,8 @@ def test_pruned_model_saves_and_loads(tmp_path, rng):
     path = os.path.join(tmp_path, "pruned.keras")
     pruned.save(path)
     loaded = keras.models.load_model(path)
-    xs = _inputs(model, rng)
-    np.testing.assert_allclose(_predict(loaded, xs), _predict(pruned, xs), rtol=1e-6)
+    xs = random_inputs(model, rng)
+    np.testing.assert_allclose(predict(loaded, xs), predict(pruned, xs), rtol=1e-6)
 
 
 def test_explicit_channel_axis_counts_the_batch_dimension(rng):
@@ -285,8 +250,8 @@ def test_explicit_channel_axis_counts_the_batch_dimension(rng):
     assert groups[("a",)].prunable and groups[("a",)].size == 4 and groups[("b",)].size == 5
     pruned, zeroed = delete_channels(model, "b", [1, 3]), zero_channels(model, "b", [1, 3])
     assert pruned.get_layer("bn").gamma.shape == (7,)
-    xs = _inputs(model, rng)
-    _assert_close(_predict(pruned, xs), _predict(zeroed, xs))
+    xs = random_inputs(model, rng)
+    assert_close(predict(pruned, xs), predict(zeroed, xs))
 
 
 def test_raw_keras_ops_in_the_graph(rng):
@@ -303,5 +268,5 @@ def test_raw_keras_ops_in_the_graph(rng):
     assert groups[("c",)].prunable
     assert not groups[("d",)].prunable and "constant array" in groups[("d",)].reason
     pruned, zeroed = delete_channels(model, "c", [0, 5]), zero_channels(model, "c", [0, 5])
-    xs = _inputs(model, rng)
-    _assert_close(_predict(pruned, xs), _predict(zeroed, xs))
+    xs = random_inputs(model, rng)
+    assert_close(predict(pruned, xs), predict(zeroed, xs))
