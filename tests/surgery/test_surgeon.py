@@ -198,7 +198,7 @@ def test_group_jobs_on_a_given_trace(rng):
     """The loop's path: the trace it made and group channels, no layer names; the same result as
     layer jobs, with or without layer edits in the same rebuild."""
     model = randomize_weights(zoo.residual())
-    xs = _inputs(model, rng)
+    xs = random_inputs(model, rng)
     trace = ridurre.graph.trace_model(model)
     group = next(g for g in trace.groups() if "stem" in g.producers)
     surgeon = Surgeon(model, trace=trace)
@@ -208,14 +208,14 @@ def test_group_jobs_on_a_given_trace(rng):
     zeroed = surgeon.operate(zero=True)
     positions = sorted(int(p) for j in (1, 4) for p in group.channels_of("stem")[j])
     by_name = delete_channels(model, "stem", positions)
-    _assert_close(_predict(by_group, xs), _predict(by_name, xs))
-    _assert_close(_predict(by_group, xs), _predict(zeroed, xs))
+    assert_close(predict(by_group, xs), predict(by_name, xs))
+    assert_close(predict(by_group, xs), predict(zeroed, xs))
     edited = Surgeon(model, trace=trace)
     edited.delete_group_channels(group, [1, 4])
     edited.add_job("insert_layer", "r0a", new_layer=keras.layers.Identity(name="noop"))
     both = edited.operate()
     assert "noop" in [l.name for l in both.layers] and both.get_layer("stem").filters == 6
-    _assert_close(_predict(both, xs), _predict(by_name, xs))
+    assert_close(predict(both, xs), predict(by_name, xs))
     with pytest.raises(ValueError, match="not a group of this surgeon's trace"):
         Surgeon(model).delete_group_channels(group, [0])
     with pytest.raises(ValueError, match="out of range"):
