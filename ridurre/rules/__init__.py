@@ -12,7 +12,7 @@ or, for one call only, ``ridurre.channel_groups(model, rules={MyScaleLayer: rule
 ``rules=``). Importing this package does not import Keras.
 """
 
-from ridurre.rules.base import COST_KINDS, ConfigView, LayerRule, PassThroughRule, Unsupported
+from ridurre.rules.base import COST_KINDS, UNIT_KINDS, ConfigView, LayerRule, PassThroughRule, UnitMasks, Unsupported
 from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, SeparableRule
 from ridurre.rules.merge import ConcatenateRule, DivisionRule, ElementwiseOpRule, MergeRule
 from ridurre.rules.norm import BatchNormRule, GroupNormRule, LayerNormRule
@@ -33,6 +33,7 @@ __all__ = [
     "BUILTIN_LAYER_RULES",
     "BUILTIN_OP_RULES",
     "COST_KINDS",
+    "UNIT_KINDS",
     "RULES",
     "BatchNormRule",
     "ConcatenateRule",
@@ -54,6 +55,7 @@ __all__ = [
     "RuleSet",
     "SeparableRule",
     "TransposeOpRule",
+    "UnitMasks",
     "Unsupported",
     "as_rule_set",
     "get_rule",

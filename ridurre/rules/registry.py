@@ -17,6 +17,7 @@ import contextlib
 from collections.abc import Iterator, Mapping
 
 from ridurre import _compat
+from ridurre.rules.attention import GroupedQueryAttentionRule, MultiHeadAttentionRule
 from ridurre.rules.base import LayerRule, PassThroughRule
 from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, SeparableRule
 from ridurre.rules.merge import ConcatenateRule, DivisionRule, ElementwiseOpRule, MergeRule
@@ -89,7 +90,16 @@ def _builtin_layer_rules() -> dict[str, LayerRule]:
     for dims in ("1D", "2D"):
         table[f"DepthwiseConv{dims}"] = DepthwiseRule()
         table[f"SeparableConv{dims}"] = SeparableRule()
+    table.update(_attention_layer_rules())
     return table
+
+
+def _attention_layer_rules() -> dict[str, LayerRule]:
+    """Attention and einsum layers (heads and head dimensions are internal units)."""
+    return {
+        "MultiHeadAttention": MultiHeadAttentionRule(),
+        "GroupedQueryAttention": GroupedQueryAttentionRule(),
+    }
 
 
 def _builtin_op_rules() -> dict[str, LayerRule]:

@@ -13,21 +13,36 @@ import numpy as np
 
 from ridurre import _compat
 from ridurre.graph import layer_weights, set_layer_weights, weight_names
+from ridurre.rules import UnitMasks
 
 __all__ = ["plan_layers", "rebuild"]
 
 
 def _gone_masks(trace, use, deleted):
-    """Boolean masks of the input and output channel positions of ``use`` that are deleted
-    (``deleted`` is a boolean array over units, True for the roots to delete)."""
+    """The :class:`~ridurre.rules.UnitMasks` of the positions of ``use`` that are deleted (every
+    input, output and internal layout; ``deleted`` is a boolean array over units, True for the
+    roots to delete), or ``None`` when none of them is."""
 
     def mask(layout):
-        if layout is None:
-            return None
-        gone = deleted[trace.units.roots(layout)]
-        return gone if gone.any() else None
+        return None if layout is None else deleted[trace.units.roots(layout)]
 
-    return mask(use.in_layout), mask(use.out_layout)
+    gone = UnitMasks(
+        [mask(lay) for lay in use.in_layouts],
+        [mask(lay) for lay in use.out_layouts],
+        {name: mask(lay) for name, lay in use.internal.items()},
+    )
+    return gone if gone.touched(kept=False) else None
+
+
+def _kept(gone):
+    """The keep-masks of the gone-masks ``gone``."""
+
+    def flip(mask):
+        return None if mask is None else ~mask
+
+    return UnitMasks(
+        [flip(m) for m in gone.inputs], [flip(m) for m in gone.outputs], {k: flip(m) for k, m in gone.internal.items()}
+    )
 
 
 def plan_layers(trace, deleted, zero: bool = False, shapes_only: bool = False, uses=None) -> dict:
@@ -81,16 +96,12 @@ def plan_layers(trace, deleted, zero: bool = False, shapes_only: bool = False, u
         else:
             weights = layer_weights(layer) if variables else {}
         config = layer.get_config()
-        gone_in, gone_out = (
-            _gone_masks(trace, use, deleted) if use.rule is not None and deleted_roots.size else (None, None)
-        )
-        if gone_in is not None or gone_out is not None:
+        gone = _gone_masks(trace, use, deleted) if use.rule is not None and deleted_roots.size else None
+        if gone is not None:
             if zero:
-                weights = use.rule.zero(layer, weights, gone_in, gone_out)
+                weights = use.rule.zero_units(layer, weights, gone)
             else:
-                keep_in = None if gone_in is None else ~gone_in
-                keep_out = None if gone_out is None else ~gone_out
-                config, weights = use.rule.slice(layer, config, weights, keep_in, keep_out)
+                config, weights = use.rule.slice_units(layer, config, weights, _kept(gone))
         plans[id(layer)] = (config, weights if built else None)
     return plans
 
