@@ -12,8 +12,10 @@ or, for one call only, ``ridurre.channel_groups(model, rules={MyScaleLayer: rule
 ``rules=``). Importing this package does not import Keras.
 """
 
+from ridurre.rules.attention import GroupedQueryAttentionRule, MultiHeadAttentionRule
 from ridurre.rules.base import COST_KINDS, UNIT_KINDS, ConfigView, LayerRule, PassThroughRule, UnitMasks, Unsupported
 from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, SeparableRule
+from ridurre.rules.einsum import EinsumDenseRule, EinsumOpRule
 from ridurre.rules.merge import ConcatenateRule, DivisionRule, ElementwiseOpRule, MergeRule
 from ridurre.rules.norm import BatchNormRule, GroupNormRule, LayerNormRule
 from ridurre.rules.registry import (
@@ -42,12 +44,16 @@ __all__ = [
     "DenseRule",
     "DepthwiseRule",
     "DivisionRule",
+    "EinsumDenseRule",
+    "EinsumOpRule",
     "ElementwiseOpRule",
     "FlattenRule",
     "GroupNormRule",
+    "GroupedQueryAttentionRule",
     "LayerNormRule",
     "LayerRule",
     "MergeRule",
+    "MultiHeadAttentionRule",
     "PassThroughRule",
     "PermuteRule",
     "PoolingRule",

@@ -20,6 +20,7 @@ from ridurre import _compat
 from ridurre.rules.attention import GroupedQueryAttentionRule, MultiHeadAttentionRule
 from ridurre.rules.base import LayerRule, PassThroughRule
 from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, SeparableRule
+from ridurre.rules.einsum import EinsumDenseRule, EinsumOpRule
 from ridurre.rules.merge import ConcatenateRule, DivisionRule, ElementwiseOpRule, MergeRule
 from ridurre.rules.norm import BatchNormRule, GroupNormRule, LayerNormRule, check_activation, check_softmax_axis
 from ridurre.rules.shape import FlattenRule, PermuteRule, PoolingRule, ReshapeRule, TransposeOpRule
@@ -99,6 +100,7 @@ def _attention_layer_rules() -> dict[str, LayerRule]:
     return {
         "MultiHeadAttention": MultiHeadAttentionRule(),
         "GroupedQueryAttention": GroupedQueryAttentionRule(),
+        "EinsumDense": EinsumDenseRule(),
     }
 
 
@@ -127,6 +129,7 @@ def _builtin_op_rules() -> dict[str, LayerRule]:
     for name in ("Cast", "Squeeze", "ExpandDims"):
         table[name] = free
     table["Transpose"] = TransposeOpRule()
+    table["Einsum"] = EinsumOpRule()
     return table
 
 
