@@ -196,6 +196,7 @@ class Trace:
         self.uses: dict[int, LayerUse] = {}  # id(layer) -> use
         self.sources = []  # (path, layer_id, units)
         self.source_kinds = {}  # path -> kind of units (rules.UNIT_KINDS)
+        self.internal_sources = {}  # path of internal units -> (path of their layer, internal name)
         self.edits = edits or {}  # id(layer) -> ("delete" | "insert" | "replace", new_layer)
         self._source_units = {}
         functional = check_model(model)
@@ -215,6 +216,7 @@ class Trace:
         key = id(layer) if layer is not None else path
         if internal is not None:
             key, path = (key, internal), f"{path}:{internal}"
+            self.internal_sources.setdefault(path, (path[: -len(internal) - 1], internal))
         if key in self._source_units:
             return self._source_units[key]
         units = self.units.new(n)
@@ -408,6 +410,13 @@ class Trace:
     def layer_use(self, layer) -> LayerUse:
         """The :class:`LayerUse` of a layer object."""
         return self.uses[id(layer)]
+
+    def source_use(self, path: str) -> tuple[LayerUse | None, str | None]:
+        """``(LayerUse, internal name)`` of a group producer: the layer creating the channels and,
+        for internal units (``"mha:heads"``), their name (``None`` for a layer's output)."""
+        layer_path, internal = self.internal_sources.get(path, (path, None))
+        use = next((u for u in self.uses.values() if u.path == layer_path), None)
+        return use, internal
 
 
 class _Context:

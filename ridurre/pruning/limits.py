@@ -103,9 +103,11 @@ class Budget:
         for use in trace.uses.values():
             if _compat.is_graph_model(use.layer):
                 continue
-            if use.path in self.prunable and use.out_layout is not None:
-                gone = np.isin(trace.units.roots(use.out_layout), deleted).sum() if len(deleted) else 0
-                filters += len(use.out_layout) - int(gone)
+            counted = [(use.path, use.out_layout)] + [(f"{use.path}:{k}", lay) for k, lay in use.internal.items()]
+            for path, layout in counted:  # output channels, and internal units (attention heads...)
+                if path in self.prunable and layout is not None:
+                    gone = np.isin(trace.units.roots(layout), deleted).sum() if len(deleted) else 0
+                    filters += len(layout) - int(gone)
             if plans is None:
                 continue
             _, weights = plans[id(use.layer)]
