@@ -494,7 +494,9 @@ class BasePruning:
         of its ORIGINAL channels, counting what earlier iterations removed)."""
         original = self._original_sizes.get(group.producers[0], group.size)
         already = original - group.size
-        limit = group.size - self._min_channels
+        # head dimensions keep 2: with one, Keras's TensorFlow backend adds the (heads, 1) biases of
+        # attention projections along the wrong axis when the sequence is as long as there are heads
+        limit = group.size - max(self._min_channels, 2 if group.kind == "head_dims" else 1)
         if self._max_fraction is not None:
             limit = min(limit, int(math.floor(self._max_fraction * original)) - already)
         return max(0, limit)
