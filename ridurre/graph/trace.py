@@ -140,8 +140,8 @@ class ChannelGroup:
         positions: for each producer, an int array over that layer's output channels giving the
             group channel each position belongs to (-1 for positions of another group).
         kind: what a channel of the group is: ``"channels"``, ``"heads"`` (whole attention
-            heads) or ``"head_dims"`` (one dimension of every head); see
-            :data:`ridurre.rules.UNIT_KINDS`.
+            heads), ``"query_heads"`` (the query heads sharing a key/value head) or
+            ``"head_dims"`` (one dimension of every head); see :data:`ridurre.rules.UNIT_KINDS`.
         reasons: every layer or operation that blocks the group, ``reason`` first: teaching
             ridurre all of them makes the group prunable.
     """

@@ -19,10 +19,13 @@ Which hook to implement in a subclass:
   return the filter indices to remove from a Conv2D layer. Still supported: it is called for
   every eligible group produced by a Conv2D, and the indices apply to the whole group.
 
-Attention layers add groups of two more kinds (``ChannelGroup.kind``): ``"head_dims"`` (one
+Attention layers add groups of more kinds (``ChannelGroup.kind``): ``"head_dims"`` (one
 dimension of every head) are pruned like channels, with the channel factor and ``round_to``;
-``"heads"`` (whole heads) only with ``head_pruning_factor``, their own share per iteration,
-without ``round_to``, ranked by ``head_criterion`` when given (else by the criterion).
+``"heads"`` (whole heads; a key/value head of grouped-query attention with its query heads) only
+with ``head_pruning_factor``, their own share per iteration, without ``round_to``, ranked by
+``head_criterion`` when given (else by the criterion). ``"query_heads"`` (the query heads
+sharing a key/value head) are left to the sensitivity pruning and the surgeon, so that a head
+factor removes about that share of a grouped-query layer's heads, not more.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from ridurre.criteria import selection as _selection
 from ridurre.criteria.view import ActivationRecorder, GroupView
 from ridurre.pruning.checkpoints import load_state, save_state, write_history
 from ridurre.pruning.limits import Budget, Limits, fit_to_limits
+from ridurre.rules import HEAD_KINDS
 from ridurre.surgery import Surgeon
 
 __all__ = ["BasePruning", "Pruner", "IterationRecord"]
@@ -269,7 +273,7 @@ class BasePruning:
         self._head_factor = (
             None if head_pruning_factor is None else check_unit(head_pruning_factor, "head_pruning_factor")
         )
-        self._prune_heads = self._head_factor is not None
+        self._pruned_head_kinds = () if self._head_factor is None else ("heads",)
         self._head_criterion = (
             None if head_criterion is None else make_criterion(head_criterion, **(head_criterion_options or {}))
         )
@@ -312,7 +316,7 @@ class BasePruning:
 
     def _criterion_of(self, view):
         """The criterion ranking ``view``'s group: the head criterion for heads, when given."""
-        if self._head_criterion is not None and view.group.kind == "heads":
+        if self._head_criterion is not None and view.group.kind in HEAD_KINDS:
             return self._head_criterion
         return self._criterion
 
@@ -357,7 +361,7 @@ class BasePruning:
 
     def _wanted(self, group, factor) -> int:
         """Channels (or heads) the step's factor asks of ``group``, before bounds and rounding."""
-        if group.kind == "heads":
+        if group.kind in HEAD_KINDS:
             return self.head_removal_count(group.size, self._factor_for(group, self._head_factor))
         return self.removal_count(group.size, self._factor_for(group, factor))
 
@@ -371,7 +375,7 @@ class BasePruning:
         ``layers``/``exclude``: a coupled group only when every producer is included)."""
         if not group.prunable or group.size < 2:
             return False
-        if group.kind == "heads" and not self._prune_heads:
+        if group.kind in HEAD_KINDS and group.kind not in self._pruned_head_kinds:
             return False
         if self._include is not None and not all(self._include.matches(p) for p in group.producers):
             return False
@@ -485,7 +489,7 @@ class BasePruning:
         for pattern, value in self._layer_factors.items():
             if any(self._factor_patterns[pattern].matches(p) for p in group.producers):
                 return value
-        if self._prune_bins is not None and group.kind != "heads":
+        if self._prune_bins is not None and group.kind not in HEAD_KINDS:
             return self._prune_bins.factor_for(group.size, default=factor)
         return factor
 
@@ -503,7 +507,7 @@ class BasePruning:
 
     def _step_count(self, group, factor):
         """Channels this step removes from ``group``, within its bounds and ``round_to``."""
-        round_to = None if group.kind == "heads" else self._round_to
+        round_to = None if group.kind in HEAD_KINDS else self._round_to
         return _selection.removal_count(
             group.size, self._wanted(group, factor), max_removable=self._bounds(group), round_to=round_to
         )
@@ -545,8 +549,8 @@ class BasePruning:
     def _plan_global(self, views, factor):
         """One ranking over all groups (scores normalized per group), within per-group bounds;
         heads are not ranked against channels: each attention layer loses its share."""
-        heads = [v for v in views if v.group.kind == "heads"]
-        views = [v for v in views if v.group.kind != "heads"]
+        heads = [v for v in views if v.group.kind in HEAD_KINDS]
+        views = [v for v in views if v.group.kind not in HEAD_KINDS]
         bounded = {}
         for view in heads:
             n_remove = self._step_count(view.group, factor)

@@ -13,7 +13,16 @@ or, for one call only, ``ridurre.channel_groups(model, rules={MyScaleLayer: rule
 """
 
 from ridurre.rules.attention import GroupedQueryAttentionRule, MultiHeadAttentionRule
-from ridurre.rules.base import COST_KINDS, UNIT_KINDS, ConfigView, LayerRule, PassThroughRule, UnitMasks, Unsupported
+from ridurre.rules.base import (
+    COST_KINDS,
+    HEAD_KINDS,
+    UNIT_KINDS,
+    ConfigView,
+    LayerRule,
+    PassThroughRule,
+    UnitMasks,
+    Unsupported,
+)
 from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, SeparableRule
 from ridurre.rules.einsum import EinsumDenseRule, EinsumOpRule
 from ridurre.rules.merge import ConcatenateRule, DivisionRule, ElementwiseOpRule, MergeRule
@@ -35,6 +44,7 @@ __all__ = [
     "BUILTIN_LAYER_RULES",
     "BUILTIN_OP_RULES",
     "COST_KINDS",
+    "HEAD_KINDS",
     "UNIT_KINDS",
     "RULES",
     "BatchNormRule",

@@ -13,8 +13,9 @@ An attention layer has channels in four places:
   the query, key, value (and gate) kernels and biases at h and the output kernel's rows of h,
   and ``num_heads`` shrinks. In ``GroupedQueryAttention`` a key/value head carries its query
   heads (``"<layer>:kv_heads"``: removing one removes its ``num_query_heads /
-  num_key_value_heads`` query heads), and ``"<layer>:query_heads"`` removes query head r of
-  every key/value head;
+  num_key_value_heads`` query heads, as Torch-Pruning does), and ``"<layer>:query_heads"``
+  (kind ``"query_heads"``, or ``"heads"`` when there is a single key/value head) removes query
+  head r of every key/value head;
 * the **head dimensions**, internal units of kind ``"head_dims"``: ``key_dims`` (shared by query
   and key; the query is rescaled by ``sqrt(new key_dim / key_dim)`` so the scores keep their
   ``1 / sqrt(key_dim)`` scale exactly) and ``value_dims`` (value, gate and output rows);
@@ -347,7 +348,9 @@ class GroupedQueryAttentionRule(_AttentionRule):
         if value is not query:
             ctx.union(query, value)  # Keras needs them equally wide
         kv_heads = ctx.new_units(self._kv_heads(layer), internal="kv_heads", kind="heads")
-        ctx.new_units(self._heads(layer) // self._kv_heads(layer), internal="query_heads", kind="heads")
+        # the query heads of each key/value head: the layer's heads when there is one key/value head
+        kind = "heads" if self._kv_heads(layer) == 1 else "query_heads"
+        ctx.new_units(self._heads(layer) // self._kv_heads(layer), internal="query_heads", kind=kind)
         ctx.new_units(int(layer.head_dim), internal="head_dims", kind="head_dims")
         if out_shapes[0][-1] != in_shapes[0][-1]:
             raise Unsupported("the output is not as wide as the query")

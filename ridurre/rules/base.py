@@ -50,15 +50,29 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Unsupported", "LayerRule", "PassThroughRule", "ConfigView", "UnitMasks", "COST_KINDS", "UNIT_KINDS"]
+__all__ = [
+    "Unsupported",
+    "LayerRule",
+    "PassThroughRule",
+    "ConfigView",
+    "UnitMasks",
+    "COST_KINDS",
+    "UNIT_KINDS",
+    "HEAD_KINDS",
+]
 
 COST_KINDS = ("free", "activation", "normalization", "pooling", "elementwise", "other")
 """How a layer's work that is not multiply-accumulates is counted (``ModelStats.other_ops``)."""
 
 
-UNIT_KINDS = ("channels", "heads", "head_dims")
-"""What the units of a channel group are: channels of tensors, whole attention heads, or
-dimensions of every head (``ChannelGroup.kind``; the loop prunes heads by their own ratio)."""
+UNIT_KINDS = ("channels", "heads", "query_heads", "head_dims")
+"""What the units of a channel group are (``ChannelGroup.kind``): channels of tensors, whole
+attention heads (a key/value head of grouped-query attention with its query heads), the query
+heads sharing each key/value head, or one dimension of every head. The loop prunes heads by
+their own ratio and query heads only when asked (see :class:`ridurre.BasePruning`)."""
+
+HEAD_KINDS = ("heads", "query_heads")
+"""The kinds counted in heads rather than channels: never rounded to ``round_to``."""
 
 
 @dataclass

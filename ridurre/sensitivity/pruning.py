@@ -7,6 +7,7 @@ import numbers
 from ridurre import graph as _graph
 from ridurre.criteria import selection as _selection
 from ridurre.pruning.loop import BasePruning
+from ridurre.rules import HEAD_KINDS
 from ridurre.sensitivity.scan import ChannelChooser, criterion_for, group_of
 
 __all__ = ["SensitivityPruning"]
@@ -82,7 +83,7 @@ class SensitivityPruning(BasePruning):
         self.ratios = {k: float(v) for k, v in ratios.items()}
         self.nb_steps, self.data = nb_steps, data
         self._targets, self._iteration = {}, 0
-        self._prune_heads = True  # heads groups named in ratios ("mha:heads") are pruned to their ratio
+        self._pruned_head_kinds = HEAD_KINDS  # head groups named in ratios ("mha:heads") go to their ratio
 
     def run_pruning(self, model, prune_factor_scheduler_fn=None, custom_objects_inside_model=None):
         """As :meth:`BasePruning.run_pruning`; first checks that every layer of ``ratios`` is prunable."""
@@ -111,7 +112,7 @@ class SensitivityPruning(BasePruning):
         if keep is None or view.size <= keep:
             return 0
         steps_left = max(1, self.nb_steps - self._iteration)
-        round_to = None if view.group.kind == "heads" else self._round_to
+        round_to = None if view.group.kind in HEAD_KINDS else self._round_to
         return _selection.removal_count(view.size, -(-(view.size - keep) // steps_left), round_to=round_to)
 
     def select_channels(self, view, n_remove):

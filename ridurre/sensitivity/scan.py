@@ -57,6 +57,7 @@ from ridurre.criteria import Criterion, criterion_class, make_criterion
 from ridurre.criteria import selection as _selection
 from ridurre.criteria.view import ActivationRecorder, GroupView
 from ridurre.graph import set_layer_weights
+from ridurre.rules import HEAD_KINDS
 from ridurre.sensitivity.result import SensitivityPoint, SensitivityResult
 from ridurre.surgery import Surgeon, plan_layers
 
@@ -192,7 +193,7 @@ def channels_to_remove(model, layer, ratio, criterion="l1", *, data=None, seed=0
     if not group.prunable:
         raise ValueError(f"the channels of layer {layer!r} cannot be pruned: {group.reason}")
     view = GroupView(group, trace, model, seed)
-    idx = ChannelChooser(view, criterion)(_n_remove(group.size, ratio, None if group.kind == "heads" else round_to))
+    idx = ChannelChooser(view, criterion)(_n_remove(group.size, ratio, None if group.kind in HEAD_KINDS else round_to))
     path = next(p for p in group.producers if p == layer or p.rsplit("/", 1)[-1] == layer)
     return _positions(group, idx, path)
 
@@ -446,7 +447,7 @@ def scan(
             masker = None if rebuild else _Masker(trace, group)
             for ratio in [r for g, r in todo if g is group]:
                 bar.advance(task, 0, description=f"{label[-20:]} {ratio:.2f}")
-                n = _n_remove(group.size, ratio, None if group.kind == "heads" else round_to)
+                n = _n_remove(group.size, ratio, None if group.kind in HEAD_KINDS else round_to)
                 idx = select(n)
                 if n == 0:
                     value = result.baseline
