@@ -413,7 +413,16 @@ class Trace:
 
     def source_use(self, path: str) -> tuple[LayerUse | None, str | None]:
         """``(LayerUse, internal name)`` of a group producer: the layer creating the channels and,
-        for internal units (``"mha:heads"``), their name (``None`` for a layer's output)."""
+        for internal units (``"mha:heads"``), their name (``None`` for a layer's output).
+
+        Example:
+            >>> import keras
+            >>> x = keras.Input((5, 8))
+            >>> y = keras.layers.MultiHeadAttention(2, 4, name="mha")(x, x)
+            >>> use, internal = trace_model(keras.Model(x, y)).source_use("mha:heads")
+            >>> use.path, internal, len(use.internal["heads"])
+            ('mha', 'heads', 2)
+        """
         layer_path, internal = self.internal_sources.get(path, (path, None))
         use = next((u for u in self.uses.values() if u.path == layer_path), None)
         return use, internal
