@@ -16,10 +16,13 @@ An attention layer has channels in four places:
   num_key_value_heads`` query heads, as Torch-Pruning does), and ``"<layer>:query_heads"``
   (kind ``"query_heads"``, or ``"heads"`` when there is a single key/value head) removes query
   head r of every key/value head;
-* the **head dimensions**, internal units of kind ``"head_dims"``: ``key_dims`` (shared by query
-  and key; the query is rescaled by ``sqrt(new key_dim / key_dim)`` so the scores keep their
-  ``1 / sqrt(key_dim)`` scale exactly) and ``value_dims`` (value, gate and output rows);
-  ``GroupedQueryAttention`` has one ``head_dim`` for all four, so ``"<layer>:head_dims"``.
+* the **head dimensions**, internal units of kind ``"head_dims"``: dimension j of every head's
+  query and key (the query is rescaled by ``sqrt(new key_dim / key_dim)`` so the scores keep
+  their ``1 / sqrt(key_dim)`` scale exactly) and of every head's value, gate and output rows.
+  When ``key_dim == value_dim`` (Keras's default) they go together, ``"<layer>:head_dims"``, as
+  in Torch-Pruning (and Keras's JAX backend needs them equal); a layer built with different
+  sizes has ``"<layer>:key_dims"`` and ``"<layer>:value_dims"``. ``GroupedQueryAttention`` has
+  one ``head_dim`` for all four: ``"<layer>:head_dims"``.
 
 Self- and cross-attention, ``key`` given or not, ``attention_mask`` (its units are positions:
 left alone), ``use_causal_mask``, ``use_gate``, ``attention_axes`` and ``output_shape`` are
@@ -183,6 +186,19 @@ class _AttentionRule(LayerRule):
         return np.asarray(given["query"]), np.asarray(key), np.asarray(given["value"]), probs
 
 
+def _dims_masks(masks):
+    """``(key dims mask, value dims mask)`` of a MultiHeadAttention's :class:`UnitMasks`."""
+    if "head_dims" in masks.internal:
+        return masks.internal["head_dims"], masks.internal["head_dims"]
+    return masks.internal["key_dims"], masks.internal["value_dims"]
+
+
+def _internal_names(rule, layer):
+    """The internal unit names a MultiHeadAttention gets (head dims together when equal)."""
+    key_dim, value_dim = rule._dims(layer)
+    return ("heads", "head_dims") if key_dim == value_dim else ("heads", "key_dims", "value_dims")
+
+
 def _project(x, kernel, bias):
     y = np.einsum("...m,mnh->...nh", x, kernel)
     return y if bias is None else y + bias
@@ -206,8 +222,7 @@ class MultiHeadAttentionRule(_AttentionRule):
         ...     print(g.producers, g.kind, g.size, g.prunable)
         ('proj', 'mha') channels 16 True
         ('mha:heads',) heads 4 True
-        ('mha:key_dims',) head_dims 8 True
-        ('mha:value_dims',) head_dims 8 True
+        ('mha:head_dims',) head_dims 8 True
     """
 
     def _heads(self, layer):
@@ -222,8 +237,11 @@ class MultiHeadAttentionRule(_AttentionRule):
         out = ctx.new_units(out_shapes[0][-1])
         heads = ctx.new_units(self._heads(layer), internal="heads", kind="heads")
         key_dim, value_dim = self._dims(layer)
-        ctx.new_units(key_dim, internal="key_dims", kind="head_dims")
-        ctx.new_units(value_dim, internal="value_dims", kind="head_dims")
+        if key_dim == value_dim:
+            ctx.new_units(key_dim, internal="head_dims", kind="head_dims")
+        else:
+            ctx.new_units(key_dim, internal="key_dims", kind="head_dims")
+            ctx.new_units(value_dim, internal="value_dims", kind="head_dims")
         return [out] + self._outputs(layer, out_shapes, ctx, heads)
 
     def _attention_positions(self, layer, query_shape, value_shape):
@@ -238,7 +256,7 @@ class MultiHeadAttentionRule(_AttentionRule):
         w = _named(layer, weights)
         q_in, v_in, k_in = (list(keep.inputs) + [None, None, None])[:3]
         k_in = v_in if k_in is None else k_in
-        heads, kd, vd = keep.internal["heads"], keep.internal["key_dims"], keep.internal["value_dims"]
+        heads, (kd, vd) = keep.internal["heads"], _dims_masks(keep)
         out = keep.outputs[0]
         scale = math.sqrt(np.count_nonzero(kd) / len(kd))
         for part, rows, dims in (("query", q_in, kd), ("key", k_in, kd), ("value", v_in, vd), ("gate", q_in, vd)):
@@ -265,7 +283,7 @@ class MultiHeadAttentionRule(_AttentionRule):
         w = _named(layer, weights)
         q_in, v_in, k_in = (list(gone.inputs) + [None, None, None])[:3]
         k_in = v_in if k_in is None else k_in
-        heads, kd, vd = gone.internal["heads"], gone.internal["key_dims"], gone.internal["value_dims"]
+        heads, (kd, vd) = gone.internal["heads"], _dims_masks(gone)
         for part, rows, dims in (("query", q_in, kd), ("key", k_in, kd), ("value", v_in, vd), ("gate", q_in, vd)):
             if f"{part}/kernel" not in w:
                 continue
@@ -286,17 +304,18 @@ class MultiHeadAttentionRule(_AttentionRule):
         if internal == "heads":
             parts = [np.moveaxis(a, 1, 0) for a in [q, k, v] + gate] + [o]
             return np.concatenate([p.reshape(p.shape[0], -1) for p in parts], axis=1)
-        if internal == "key_dims":
-            return np.concatenate([np.moveaxis(a, -1, 0).reshape(a.shape[-1], -1) for a in (q, k)], axis=1)
-        if internal == "value_dims":
-            parts = [np.moveaxis(a, -1, 0) for a in [v] + gate] + [np.moveaxis(o, 1, 0)]
-            return np.concatenate([p.reshape(p.shape[0], -1) for p in parts], axis=1)
-        return None
+        key = [np.moveaxis(a, -1, 0) for a in (q, k)]
+        value = [np.moveaxis(a, -1, 0) for a in [v] + gate] + [np.moveaxis(o, 1, 0)]
+        parts = {"key_dims": key, "value_dims": value, "head_dims": key + value}.get(internal)
+        if parts is None:
+            return None
+        return np.concatenate([p.reshape(p.shape[0], -1) for p in parts], axis=1)
 
     def unit_activations(self, layer, args, kwargs):
         """Per head: the RMS of its contribution to the attention output, per position; per
-        value dimension: the same over every head's dimension; per key dimension: its share of
-        the query-key products (mean |q| x mean |k| over the positions, averaged over heads)."""
+        value dimension (and per head dimension when key and value go together): the same over
+        every head's dimension; per key dimension: its share of the query-key products (mean |q|
+        x mean |k| over the positions, averaged over heads)."""
         xq, xk, xv, probs = self._activity(layer, args, kwargs)
         w = _named(layer, _weights_in_order(layer))
         q = _project(xq, w["query/kernel"], w.get("query/bias"))
@@ -309,6 +328,8 @@ class MultiHeadAttentionRule(_AttentionRule):
         per_head = np.einsum("btnh,nho->btno", context, out)
         per_dim = np.einsum("btnh,nho->btho", context, out)
         key_share = (np.abs(q).mean(axis=1) * np.abs(k).mean(axis=1)).mean(axis=1)  # (B, key_dim)
+        if "head_dims" in _internal_names(self, layer):
+            return {"heads": _rms(per_head), "head_dims": _rms(per_dim)}
         return {"heads": _rms(per_head), "value_dims": _rms(per_dim), "key_dims": key_share}
 
 
@@ -327,7 +348,7 @@ class GroupedQueryAttentionRule(_AttentionRule):
         ...     print(g.producers, g.kind, g.size, g.prunable)
         ('proj',) channels 16 True
         ('gqa:kv_heads',) heads 2 True
-        ('gqa:query_heads',) heads 2 True
+        ('gqa:query_heads',) query_heads 2 True
         ('gqa:head_dims',) head_dims 8 True
     """
 

@@ -274,7 +274,7 @@ def scan(
         layers: regular expressions (full match) selecting layers by label or producer name;
             ``None``: every prunable layer (channel group with at least 2 channels). The heads
             and head dimensions of an attention layer ``mha`` are scanned as the layers
-            ``"mha:heads"``, ``"mha:key_dims"``...
+            ``"mha:heads"``, ``"mha:head_dims"``...
         criterion: which channels go: any criterion of :mod:`ridurre.criteria` by name
             (``l1``, the default, ``l2``, ``random``, ``kmeans``, ``bn`` / ``bn_scale``,
             ``activation_mean``, ``apoz``, or one you registered), class or instance; the

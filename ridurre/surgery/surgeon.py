@@ -79,7 +79,7 @@ class Surgeon:
         * ``"delete_channels"`` with ``channels=[...]``: remove these output channels of
           ``layer`` and everything coupled to them. Jobs touching the same group delete the
           union of their channels. ``"mha:heads"`` addresses the internal units of a layer
-          (the heads of an attention layer ``mha``; ``"mha:key_dims"``... see
+          (the heads of an attention layer ``mha``; ``"mha:head_dims"``... see
           :mod:`ridurre.rules.attention`).
         * ``"delete_layer"``: remove a layer whose output has the shape of its input.
         * ``"insert_layer"`` with ``new_layer=...``: insert ``new_layer`` before ``layer``.

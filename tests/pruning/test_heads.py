@@ -47,7 +47,7 @@ def test_heads_are_kept_by_default_and_head_dims_pruned_like_channels():
     assert _heads(pruned) == {"mha0": 4, "mha1": 4, "gqa": 4}
     assert pruned.get_layer("mha0").key_dim == 3 and pruned.get_layer("proj").units == 8
     channels = pruner.history[0].channels
-    assert channels["mha1:value_dims"] == 3 and channels["gqa:head_dims"] == 2 and channels["mha0:heads"] == 4
+    assert channels["mha1:head_dims"] == 3 and channels["gqa:head_dims"] == 2 and channels["mha0:heads"] == 4
 
 
 def test_head_factor_criterion_and_round_to():
@@ -95,7 +95,7 @@ def test_sensitivity_scan_and_cli_prune_heads(tmp_path):
     compile_classifier(model)
     model.fit(x, y, epochs=2, verbose=0)
     result = scan(model, x[:48], y[:48], ratios=[0.5], layers=["mha0:.*", "gqa:.*"], progress=False)
-    expected = {"mha0:heads", "mha0:key_dims", "mha0:value_dims", "gqa:kv_heads", "gqa:query_heads", "gqa:head_dims"}
+    expected = {"mha0:heads", "mha0:head_dims", "gqa:kv_heads", "gqa:query_heads", "gqa:head_dims"}
     assert set(result.layers) == expected
     assert all(np.isfinite(p.metric) for p in result.points)
     assert len(channels_to_remove(model, "mha0:heads", 0.5)) == 2
