@@ -172,6 +172,11 @@ class GroupView:
             k = grouped.shape[1] // flat.shape[1]
             out.append(grouped.reshape(self.size, k, -1).mean(axis=1).T)
         if not out:
+            if self.group.kind != "channels":
+                raise ValueError(
+                    f"group {self.name!r}: the activity of attention heads is recorded for top-level layers "
+                    "called on (batch, sequence, features) inputs only"
+                )
             raise ValueError(f"group {self.name!r} has no top-level producer whose activations can be recorded")
         return out
 
@@ -226,6 +231,10 @@ def _unit_activations(use, call, by_tensor, batch_size):
             return by_tensor[id(value)][start : start + batch_size] if _compat.is_symbolic(value) else value
 
         args, kwargs = keras.tree.map_structure(concrete, (tuple(call.args), dict(call.kwargs or {})))
-        for name, value in use.rule.unit_activations(use.layer, args, kwargs).items():
+        try:
+            measured = use.rule.unit_activations(use.layer, args, kwargs)
+        except ValueError:  # inputs the rule cannot measure (attention over several axes): left out
+            return {}
+        for name, value in measured.items():
             parts.setdefault(name, []).append(np.asarray(value))
     return {f"{use.path}:{name}": np.concatenate(chunks) for name, chunks in parts.items()}

@@ -318,8 +318,6 @@ class MultiHeadAttentionRule(_AttentionRule):
         x mean |k| over the positions, averaged over heads)."""
         xq, xk, xv, probs = self._activity(layer, args, kwargs)
         w = _named(layer, _weights_in_order(layer))
-        q = _project(xq, w["query/kernel"], w.get("query/bias"))
-        k = _project(xk, w["key/kernel"], w.get("key/bias"))
         v = _project(xv, w["value/kernel"], w.get("value/bias"))
         context = np.einsum("bnts,bsnh->btnh", probs, v)
         if "gate/kernel" in w:
@@ -327,9 +325,11 @@ class MultiHeadAttentionRule(_AttentionRule):
         out = w["attention_output/kernel"].reshape(self._heads(layer), self._dims(layer)[1], -1)
         per_head = np.einsum("btnh,nho->btno", context, out)
         per_dim = np.einsum("btnh,nho->btho", context, out)
-        key_share = (np.abs(q).mean(axis=1) * np.abs(k).mean(axis=1)).mean(axis=1)  # (B, key_dim)
         if "head_dims" in _internal_names(self, layer):
             return {"heads": _rms(per_head), "head_dims": _rms(per_dim)}
+        q = _project(xq, w["query/kernel"], w.get("query/bias"))
+        k = _project(xk, w["key/kernel"], w.get("key/bias"))
+        key_share = (np.abs(q).mean(axis=1) * np.abs(k).mean(axis=1)).mean(axis=1)  # (B, key_dim)
         return {"heads": _rms(per_head), "value_dims": _rms(per_dim), "key_dims": key_share}
 
 
