@@ -113,3 +113,19 @@ def test_sensitivity_scan_and_cli_prune_heads(tmp_path):
     final = keras.models.load_model(out / "models" / "final.keras")
     assert _heads(final) == {"mha0": 2, "mha1": 2, "gqa": 2}  # GQA: one key/value head of 2 with its 2 query heads
     assert json.load(open(out / "config.json"))["strategy"]["head_ratio"] == 0.5
+
+
+def test_limits_shrink_heads_without_rounding_them():
+    model = randomize_weights(_transformer(), seed=3)
+    pruner = ridurre.Pruner(
+        "l1",
+        _compile,
+        pruning_factor=0.3,
+        head_pruning_factor=0.5,
+        round_to=8,
+        target_speedup=1.4,
+        maximum_prune_iterations=1,
+    )
+    pruned, _ = pruner.run_pruning(model)
+    assert min(_heads(pruned).values()) < 4  # round_to=8 would keep every layer's 4 heads
+    assert pruner.history[0].macs >= pruner._original_cost["macs"] / 1.4 - 1  # the limit is never crossed
