@@ -66,6 +66,59 @@ class Call:
         values = list(self.args) + list((self.kwargs or {}).values())
         return [v for v in values if not is_symbolic(v)]
 
+    def arguments(self) -> dict:
+        """The call's arguments by the name of the parameter of ``operation.call`` they fill
+        (``{"query": tensor, "value": tensor, "attention_mask": tensor}``).
+
+        Raises:
+            TypeError: the arguments do not fit the signature.
+        """
+        import inspect
+
+        bound = inspect.signature(self.operation.call).bind_partial(*self.args, **(self.kwargs or {}))
+        named = {}
+        for name, value in bound.arguments.items():
+            kind = bound.signature.parameters[name].kind
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                named.update(value)
+            else:
+                named[name] = value
+        return named
+
+    def input_positions(self, names) -> tuple[list, dict]:
+        """Where the tensors of the arguments ``names`` are in :meth:`channel_inputs`.
+
+        Returns:
+            ``(positions, others)``: for each name, the index in :meth:`channel_inputs` of the tensor
+            given for it (``None`` when the argument was not given or is not one tensor), and
+            ``{index: argument name}`` of every other input tensor (masks and the like).
+
+        Raises:
+            TypeError: the arguments do not fit the signature of ``operation.call``.
+        """
+        import keras
+
+        arguments = self.arguments()
+        inputs = self.channel_inputs()  # Keras masks passed along are neither named nor blocked
+        index = {}
+        for i, tensor in enumerate(inputs):
+            index.setdefault(id(tensor), i)
+        positions = []
+        for name in names:
+            value = arguments.get(name)
+            positions.append(index.get(id(value)) if is_symbolic(value) else None)
+        taken = {id(inputs[i]) for i in positions if i is not None}
+        others = {}
+        for name, value in arguments.items():
+            if name in names:
+                continue
+            for tensor in keras.tree.flatten(value):
+                if is_symbolic(tensor) and id(tensor) not in taken:
+                    for i, t in enumerate(inputs):
+                        if t is tensor:
+                            others[i] = name
+        return positions, others
+
 
 def _call_of(node) -> Call:
     arguments = getattr(node, "arguments", None)

@@ -24,6 +24,13 @@ Counting convention
     time step); ``ConvLSTM1D/2D/3D`` the same times the output positions and
     the kernel window; ``Bidirectional`` both directions; ``TimeDistributed``
     the wrapped layer's MACs times the steps; ``Embedding`` none (a lookup).
+  - ``EinsumDense``: the product of the sizes of every axis of its equation
+    (batch excepted): ``T * D * units`` for ``"btd,du->btu"``;
+  - ``MultiHeadAttention`` and ``GroupQueryAttention``: the query, key, value
+    (and gate) projections and the output projection, plus the attention
+    products ``heads * T * S * (key_dim + value_dim)`` for the traced target
+    and source lengths T and S (see :mod:`ridurre.rules.attention`); their
+    softmax counts as ``"activation"`` work.
 
   Bias additions are not counted. A layer called several times (a shared
   layer, or a nested model used twice) costs its MACs once per call, while
@@ -243,8 +250,11 @@ def _call_cost(layer, rule, call, name):
     out_shapes = [_defined(_shape(t), name) for t in call.outputs]
     if rule is None:
         return 0, "other", _prod(out_shapes[0][1:])
+    if rule.call_inputs is not None:  # the rule names its inputs (query, value, key): in that order
+        positions, _ = call.input_positions(rule.call_inputs)
+        in_shapes = [None if i is None else in_shapes[i] for i in positions]
     if rule.produces or type(rule).macs is not LayerRule.macs:
-        in_shapes = [_defined(s, name) for s in in_shapes]
+        in_shapes = [None if s is None else _defined(s, name) for s in in_shapes]
     elif rule.cost == "pooling":
         in_shapes = [_defined(s, name) for s in in_shapes[:1]]
     macs = int(rule.macs(layer, in_shapes, out_shapes))

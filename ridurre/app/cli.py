@@ -77,6 +77,15 @@ PRUNE_OPTIONS = [
         dict(type=float, metavar="R", help="remove at most this share of the prunable channels, in (0, 1)"),
     ),
     (
+        ("--head-ratio",),
+        "strategy.head_ratio",
+        dict(
+            type=float,
+            metavar="R",
+            help="remove about this share of every attention layer's heads, in (0, 1) (default: keep the heads)",
+        ),
+    ),
+    (
         ("--target-macs",),
         "strategy.target_macs",
         dict(type=float, metavar="X", help="keep about X of the original MACs, in (0, 1): 0.5 = 2x fewer"),

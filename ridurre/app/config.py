@@ -182,6 +182,7 @@ SCHEMA = {
     "strategy": {
         "method": _method,
         "ratio": _number(0, 1),
+        "head_ratio": _number(0, 1),
         "target_macs": _number(0, 1),
         "step": _number(0, 1),
         "iterations": _integer(1),
@@ -209,6 +210,7 @@ DEFAULTS = {
     "strategy": {
         "method": "l1",
         "ratio": None,
+        "head_ratio": None,
         "target_macs": None,
         "step": None,
         "iterations": 3,
@@ -411,6 +413,19 @@ class Config:
         if step is None:
             step = 1.0 - (1.0 - ratio) ** (1.0 / n) if ratio is not None else 1.0 - target ** (1.0 / (2 * n))
         return ratio, target, step
+
+    def head_step(self):
+        """The share of every attention layer's heads one iteration removes: ``1 - (1 -
+        head_ratio) ** (1 / iterations)``, or ``None`` when ``strategy.head_ratio`` is not set
+        (heads are then kept; head dimensions follow the channel ratio).
+
+        Example:
+            >>> config = resolve_config(cli={"strategy": {"head_ratio": 0.75, "iterations": 2}}, environ={})
+            >>> round(config.head_step(), 3)
+            0.5
+        """
+        ratio = self["strategy.head_ratio"]
+        return None if ratio is None else 1.0 - (1.0 - ratio) ** (1.0 / self["strategy.iterations"])
 
     def criterion(self):
         """The registry name of the criterion the run uses (``strategy.method``; the classic

@@ -149,7 +149,8 @@ def make_pruner(config, compile_fn, finetune_fn, data, output_dir=None, evaluate
     ``strategy.method`` names the criterion (any name of :mod:`ridurre.criteria`),
     ``strategy.ratio`` becomes ``maximum_pruning_percent``, ``strategy.target_macs`` X becomes
     ``max_macs_reduction = 1 - X``, and ``strategy.step`` (derived when not given) the share of
-    each group removed per iteration. A criterion that needs data gets
+    each group removed per iteration; ``strategy.head_ratio`` becomes the per-iteration
+    ``head_pruning_factor`` of the attention heads. A criterion that needs data gets
     ``data.activation_samples`` training examples.
     """
     ratio, target, step = config.limits()
@@ -174,6 +175,7 @@ def make_pruner(config, compile_fn, finetune_fn, data, output_dir=None, evaluate
             max_fraction_per_layer=config["strategy.max_fraction_per_layer"],
             round_to=config["strategy.round_to"],
             ranking=config["strategy.ranking"],
+            head_pruning_factor=config.head_step(),
             seed=config["strategy.seed"],
             output_dir=output_dir,
             verify=config["validation.verify"],

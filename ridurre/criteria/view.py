@@ -15,6 +15,7 @@ import numpy as np
 from ridurre import _compat
 from ridurre import graph as _graph
 from ridurre.graph import layer_weights
+from ridurre.rules import LayerRule
 
 __all__ = ["GroupView", "ActivationRecorder"]
 
@@ -73,15 +74,25 @@ class GroupView:
         self.seed = int(seed) * 100_003 + group.id
 
     def producer_layers(self):
-        """``[(path, layer), ...]`` of the layers creating these channels."""
-        return [(p, self._uses[p].layer) for p in self.group.producers if p in self._uses]
+        """``[(path, layer), ...]`` of the layers creating these channels (for internal units such
+        as attention heads, ``("mha:heads", the attention layer)``)."""
+        return [(path, use.layer) for path, use, _ in self._sources()]
+
+    def _sources(self):
+        """``(producer path, LayerUse, internal name or None)`` of every producer of the group."""
+        out = []
+        for path in self.group.producers:
+            use, internal = (self._uses[path], None) if path in self._uses else self._trace.source_use(path)
+            if use is not None:
+                out.append((path, use, internal))
+        return out
 
     def output_index(self, path):
         """For each output channel of producer ``path``, the group channel it carries (-1 for a
         channel of another group). A grouped convolution or a Bidirectional layer repeats its
         channels over its outputs, so this is longer than ``group.positions[path]`` there."""
-        use = self._uses[path]
-        if use.out_layout is None:
+        use = self._uses.get(path)  # internal units (``"mha:heads"``) have no output of their own
+        if use is None or use.out_layout is None:
             return self.group.positions[path]
         rank = {r: j for j, r in enumerate(self.group.roots.tolist())}
         return np.array([rank.get(r, -1) for r in self._trace.units.roots(use.out_layout).tolist()], dtype=np.int64)
@@ -117,9 +128,14 @@ class GroupView:
             [(4, 18)]
         """
         mats = []
-        for path, layer in self.producer_layers():
-            rule = self._uses[path].rule
-            rows = rule.output_weights(layer, layer_weights(layer)) if rule is not None else None
+        for path, use, internal in self._sources():
+            rule, layer = use.rule, use.layer
+            if rule is None:
+                continue
+            weights = layer_weights(layer)
+            rows = (
+                rule.output_weights(layer, weights) if internal is None else rule.unit_weights(layer, weights, internal)
+            )
             if rows is None:
                 continue
             mats.append(self._by_channel(np.asarray(rows), self.output_index(path)))
@@ -150,7 +166,9 @@ class GroupView:
 
         The activation is read after the layers that belong to the producer's activation
         (BatchNormalization, the nonlinearity, dropout: rules with ``in_activation``), what
-        "dead neuron" and firing-rate scores look at. Only producers at the top level of the
+        "dead neuron" and firing-rate scores look at. For internal units (attention heads and
+        head dimensions) it is what their rule's ``unit_activations`` measures: the magnitude of
+        each head's contribution to the attention output. Only producers at the top level of the
         model are recorded.
         """
         per_layer = self._activations.record(data, batch_size)
@@ -164,6 +182,11 @@ class GroupView:
             k = grouped.shape[1] // flat.shape[1]
             out.append(grouped.reshape(self.size, k, -1).mean(axis=1).T)
         if not out:
+            if self.group.kind != "channels":
+                raise ValueError(
+                    f"group {self.name!r}: the activity of attention heads is recorded for top-level layers "
+                    "called on (batch, sequence, features) inputs only"
+                )
             raise ValueError(f"group {self.name!r} has no top-level producer whose activations can be recorded")
         return out
 
@@ -177,10 +200,13 @@ def _record_activations(model, trace, data, batch_size):
         for t in call.inputs:
             consumers.setdefault(id(t), []).append(call)
     outputs, paths = [], []
+    internal = []  # (use, call) of the layers whose internal units are measured on the data
     for use in trace.uses.values():
         if use.rule is None or not use.rule.produces or "/" in use.path:
             continue
         call = producing.get(id(use.layer))
+        if call is not None and use.internal and type(use.rule).unit_activations is not LayerRule.unit_activations:
+            internal.append((use, call))
         if call is None or len(call.outputs) != 1:
             continue
         tensor = call.outputs[0]
@@ -192,10 +218,33 @@ def _record_activations(model, trace, data, batch_size):
             tensor = nxt.outputs[0]
         outputs.append(tensor)
         paths.append(use.path)
-    if not outputs:
+    call_inputs = list({id(t): t for _, call in internal for t in call.inputs}.values())
+    if not outputs and not call_inputs:
         return {}
-    probe = keras.Model(functional.inputs, outputs)
+    probe = keras.Model(functional.inputs, outputs + call_inputs)
     values = probe.predict(data, batch_size=batch_size, verbose=0)
-    if len(outputs) == 1:
-        values = [values]
-    return {p: np.asarray(v) for p, v in zip(paths, values)}
+    values = [values] if len(outputs) + len(call_inputs) == 1 else list(values)
+    recorded = {p: np.asarray(v) for p, v in zip(paths, values)}
+    by_tensor = {id(t): np.asarray(v) for t, v in zip(call_inputs, values[len(outputs) :])}
+    for use, call in internal:
+        recorded.update(_unit_activations(use, call, by_tensor, batch_size))
+    return recorded
+
+
+def _unit_activations(use, call, by_tensor, batch_size):
+    """``{"<layer>:<internal>": activity}`` of a layer's internal units, batch by batch."""
+    n = len(next(iter(by_tensor.values())))
+    parts = {}
+    for start in range(0, n, batch_size):
+
+        def concrete(value, start=start):
+            return by_tensor[id(value)][start : start + batch_size] if _compat.is_symbolic(value) else value
+
+        args, kwargs = keras.tree.map_structure(concrete, (tuple(call.args), dict(call.kwargs or {})))
+        try:
+            measured = use.rule.unit_activations(use.layer, args, kwargs)
+        except ValueError:  # inputs the rule cannot measure (attention over several axes): left out
+            return {}
+        for name, value in measured.items():
+            parts.setdefault(name, []).append(np.asarray(value))
+    return {f"{use.path}:{name}": np.concatenate(chunks) for name, chunks in parts.items()}

@@ -6,7 +6,11 @@ and join units that are coupled (a residual ``Add`` joins channel i of all its i
 shared between calls joins its inputs across calls). A *channel group* is a set of producers
 whose units are joined; pruning channel j of a group removes every position carrying that unit,
 in every layer. Units that reach a model input or output, or a layer without a rule, are marked
-unprunable with the reason.
+unprunable with the reason (every reason is kept: :attr:`ChannelGroup.reasons`).
+
+Some layers own channels that appear in no tensor: the heads of an attention layer and the
+dimensions of its heads. Their rules create *internal* units (see :mod:`ridurre.rules.base`),
+which form groups of their own, named ``"<layer path>:<internal name>"`` (``"mha:heads"``).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class _Units:
         self.parent = []
         self.blocked = {}  # root -> reason
         self.inexact = {}  # root -> paths of the normalizations the unit passes through
+        self.blocked = {}  # root -> first reason
+        self.reasons = {}  # root -> every reason, in the order they were found
         self._root_array = None  # root of every unit, valid until the next new() or union()
 
     def new(self, n):
@@ -81,13 +87,19 @@ class _Units:
                 self.parent[ry] = rx
                 if ry in self.blocked:
                     self.blocked.setdefault(rx, self.blocked.pop(ry))
+                    known = self.reasons.setdefault(rx, [])
+                    known.extend(r for r in self.reasons.pop(ry) if r not in known)
                 if ry in self.inexact:
                     paths = self.inexact.setdefault(rx, [])
                     paths.extend(p for p in self.inexact.pop(ry) if p not in paths)
 
     def block(self, layout, reason):
-        for u in layout.tolist():
-            self.blocked.setdefault(self.find(u), reason)
+        for u in np.asarray(layout).tolist():
+            root = self.find(u)
+            self.blocked.setdefault(root, reason)
+            known = self.reasons.setdefault(root, [])
+            if reason not in known:
+                known.append(reason)
 
     def mark_inexact(self, layout, path):
         for root in {self.find(u) for u in layout.tolist()}:
@@ -100,8 +112,11 @@ class _Units:
 class LayerUse:
     """Everything the surgeon needs to know about one layer: its rule and channel layouts.
 
-    ``in_layout``/``out_layout`` are those of the layer's first call; calls of a shared
-    channel-dependent layer are joined so that any call gives the same answer.
+    ``in_layout``/``out_layout`` are those of the layer's first call when it has one input and
+    one output (``None`` otherwise); ``in_layouts``/``out_layouts`` hold every input and output
+    of the first call (the inputs in the rule's ``call_inputs`` order when it names them,
+    ``None`` for an argument not given) and ``internal`` the layer's internal units by name.
+    Calls of a shared channel-dependent layer are joined so that any call gives the same answer.
     """
 
     layer: object
@@ -113,6 +128,9 @@ class LayerUse:
     out_shape: tuple | None = None
     calls: int = 0
     model_in_layouts: list | None = None  # nested models: layouts of their inputs
+    in_layouts: list = field(default_factory=list)
+    out_layouts: list = field(default_factory=list)
+    internal: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -123,12 +141,13 @@ class ChannelGroup:
         id: index of the group in ``channel_groups(model)``.
         size: number of channels (a channel of a grouped convolution or of a depthwise block
             stands for all the positions that must go together).
-        producers: names of the layers creating these channels (Conv, Dense, ...).
+        producers: names of the layers creating these channels (Conv, Dense, ...); internal
+            units are named ``"<layer>:<internal name>"`` (``"mha:heads"``).
         consumers: names of the layers whose inputs are sliced when a channel is removed.
         carriers: names of layers in between whose weights are sliced (BatchNormalization,
             DepthwiseConv2D, PReLU, ...).
         prunable: whether channels can be removed.
-        reason: why not, when ``prunable`` is False.
+        reason: why not, when ``prunable`` is False (the first reason found).
         positions: for each producer, an int array over the channels that layer creates giving the
             group channel each belongs to (-1 for channels of another group). A grouped
             convolution or a Bidirectional layer repeats the channels it creates over its
@@ -139,6 +158,11 @@ class ChannelGroup:
             structurally right, and the surgery is checked against a reference that deletes
             these channels too (``Surgeon.operate(zero=True, delete_inexact=True)``).
         inexact_layers: the layers that make the group inexact.
+        kind: what a channel of the group is: ``"channels"``, ``"heads"`` (whole attention
+            heads), ``"query_heads"`` (the query heads sharing a key/value head) or
+            ``"head_dims"`` (one dimension of every head); see :data:`ridurre.rules.UNIT_KINDS`.
+        reasons: every layer or operation that blocks the group, ``reason`` first: teaching
+            ridurre all of them makes the group prunable.
     """
 
     id: int
@@ -152,6 +176,8 @@ class ChannelGroup:
     roots: np.ndarray = field(repr=False, default=None)
     exact: bool = True
     inexact_layers: tuple = ()
+    kind: str = "channels"
+    reasons: tuple = ()
 
     def channels_of(self, layer_name: str) -> list[np.ndarray]:
         """For each group channel, the output positions of ``layer_name`` that carry it."""
@@ -190,6 +216,8 @@ class Trace:
         self.units = _Units()
         self.uses: dict[int, LayerUse] = {}  # id(layer) -> use
         self.sources = []  # (path, layer_id, units)
+        self.source_kinds = {}  # path -> kind of units (rules.UNIT_KINDS)
+        self.internal_sources = {}  # path of internal units -> (path of their layer, internal name)
         self.edits = edits or {}  # id(layer) -> ("delete" | "insert" | "replace", new_layer)
         self._source_units = {}
         functional = check_model(model)
@@ -205,13 +233,17 @@ class Trace:
         self._groups = None
 
     # -- tracing -----------------------------------------------------------------------------
-    def _new_source(self, layer, path, n):
+    def _new_source(self, layer, path, n, internal=None, kind="channels"):
         key = id(layer) if layer is not None else path
+        if internal is not None:
+            key, path = (key, internal), f"{path}:{internal}"
+            self.internal_sources.setdefault(path, (path[: -len(internal) - 1], internal))
         if key in self._source_units:
             return self._source_units[key]
         units = self.units.new(n)
         self._source_units[key] = units
         self.sources.append((path, key, units))
+        self.source_kinds[path] = kind
         return units
 
     def _trace_functional(self, functional, in_layouts, prefix):
@@ -262,13 +294,19 @@ class Trace:
                 raise _rules.Unsupported(f"ridurre has no rule for {type(layer).__name__} layers")
             if not rule.exact and self.rules.exact_only:
                 raise _rules.Unsupported(f"{rule.inexact_reason} (exact_only=True)")
+            if rule.call_inputs is not None and call is not None:
+                in_layouts, in_shapes = self._named_inputs(rule, call, path, in_layouts, in_shapes)
             outs = rule.propagate(layer, in_layouts, in_shapes, out_shapes, ctx)
             if not rule.exact:
                 for lay in in_layouts:
-                    self.units.mark_inexact(lay, path)
+                    if lay is not None:
+                        self.units.mark_inexact(lay, path)
         except _rules.Unsupported as exc:
             reason = f"{path} ({type(layer).__name__}): {exc}"
             for lay in in_layouts:
+                if lay is not None:
+                    self.units.block(lay, reason)
+            for lay in ctx.created:  # internal units of a layer that cannot be pruned through
                 self.units.block(lay, reason)
             outs = [self._new_source(layer, path, _width(s)) for s in out_shapes[:1]]
             outs += [self.units.new(_width(s)) for s in out_shapes[1:]]
@@ -280,12 +318,29 @@ class Trace:
             use.out_layout = outs[0] if len(outs) == 1 else None
             use.in_shape = in_shapes[0] if in_shapes else None
             use.out_shape = out_shapes[0] if out_shapes else None
+            use.in_layouts, use.out_layouts = list(in_layouts), list(outs)
         elif use.rule is not None and use.rule.channel_dependent:
-            if use.in_layout is not None and len(in_layouts) == 1 and len(in_layouts[0]) == len(use.in_layout):
-                self.units.union(use.in_layout, in_layouts[0])
-            if use.out_layout is not None and len(outs) == 1 and len(outs[0]) == len(use.out_layout):
-                self.units.union(use.out_layout, outs[0])
+            for first, again in zip(use.in_layouts + use.out_layouts, list(in_layouts) + list(outs)):
+                if first is not None and again is not None and len(first) == len(again):
+                    self.units.union(first, again)
         return outs
+
+    def _named_inputs(self, rule, call, path, in_layouts, in_shapes):
+        """The layouts and shapes of the arguments ``rule.call_inputs`` names, in that order;
+        tensors given in other arguments (attention masks...) are blocked: their last axis
+        holds positions, not channels."""
+        try:
+            positions, others = call.input_positions(rule.call_inputs)
+        except TypeError as exc:
+            raise _rules.Unsupported(f"its call arguments do not fit its signature ({exc})") from None
+        for i, name in others.items():
+            self.units.block(
+                in_layouts[i], f"{path} ({type(call.operation).__name__}): used as {name!r}, which holds no channels"
+            )
+        return (
+            [None if i is None else in_layouts[i] for i in positions],
+            [None if i is None else in_shapes[i] for i in positions],
+        )
 
     # -- results -----------------------------------------------------------------------------
     def groups(self) -> list[ChannelGroup]:
@@ -330,6 +385,9 @@ class Trace:
             inexact = []
             for r in order:
                 inexact.extend(p for p in units.inexact.get(r, ()) if p not in inexact)
+            reasons = [reason] if reason is not None else []
+            for r in order:
+                reasons.extend(x for x in units.reasons.get(r, ()) if x not in reasons)
             producers = [self.sources[i][0] for i in srcs if not str(self.sources[i][0]).startswith("input:")]
             if not producers:
                 producers = [self.sources[i][0] for i in srcs]
@@ -351,6 +409,8 @@ class Trace:
                     roots=roots,
                     exact=not inexact,
                     inexact_layers=tuple(inexact),
+                    kind=self.source_kinds.get(self.sources[srcs[0]][0], "channels"),
+                    reasons=tuple(reasons),
                 )
             )
         self._fill_consumers(groups)
@@ -367,8 +427,10 @@ class Trace:
         for use in self.uses.values():
             if use.rule is None:
                 continue
-            if use.rule.produces and use.in_layout is not None:
-                for gid in {by_root[r] for r in self.units.roots(use.in_layout).tolist()}:
+            if use.rule.produces and use.in_layouts:
+                consumed = [lay for lay in use.in_layouts if lay is not None]
+                roots = np.concatenate([self.units.roots(lay) for lay in consumed]) if consumed else []
+                for gid in sorted({by_root[r] for r in np.asarray(roots).tolist()}):
                     consumers[gid].append(use.path)
             elif use.rule.channel_dependent and use.out_layout is not None and use.layer.weights:
                 for gid in {by_root[r] for r in self.units.roots(use.out_layout).tolist()}:
@@ -381,9 +443,25 @@ class Trace:
         """The :class:`LayerUse` of a layer object."""
         return self.uses[id(layer)]
 
+    def source_use(self, path: str) -> tuple[LayerUse | None, str | None]:
+        """``(LayerUse, internal name)`` of a group producer: the layer creating the channels and,
+        for internal units (``"mha:heads"``), their name (``None`` for a layer's output).
+
+        Example:
+            >>> import keras
+            >>> x = keras.Input((5, 8))
+            >>> y = keras.layers.MultiHeadAttention(2, 4, name="mha")(x, x)
+            >>> use, internal = trace_model(keras.Model(x, y)).source_use("mha:heads")
+            >>> use.path, internal, len(use.internal["heads"])
+            ('mha', 'heads', 2)
+        """
+        layer_path, internal = self.internal_sources.get(path, (path, None))
+        use = next((u for u in self.uses.values() if u.path == layer_path), None)
+        return use, internal
+
 
 class _Context:
-    """What a rule may do while propagating: create units and join them.
+    """What a rule may do while propagating: create units, join them, block them.
 
     Attributes:
         call: the :class:`ridurre._compat.Call` being traced (its other arguments, such as the
@@ -393,9 +471,29 @@ class _Context:
     def __init__(self, trace, layer, path, call=None):
         self._trace, self._layer, self._path = trace, layer, path
         self.call = call
+        self.created = []  # internal layouts made by this call
 
-    def new_units(self, n):
-        return self._trace._new_source(self._layer, self._path, n)
+    def new_units(self, n, internal=None, kind="channels"):
+        """``n`` new units produced by the layer (the same ones in every call of a shared layer).
+
+        Args:
+            n: how many.
+            internal: a name for units that live inside the layer and in no tensor (``"heads"``):
+                they become a group of their own, ``"<layer path>:<internal>"``, and the rule's
+                ``slice_units``/``zero_units`` see their masks under that name.
+            kind: what the units are (one of :data:`ridurre.rules.UNIT_KINDS`).
+        """
+        if kind not in _rules.UNIT_KINDS:
+            raise ValueError(f"kind must be one of {_rules.UNIT_KINDS}, got {kind!r}")
+        units = self._trace._new_source(self._layer, self._path, n, internal=internal, kind=kind)
+        if internal is not None:
+            self.created.append(units)
+            self._trace.uses[id(self._layer)].internal.setdefault(internal, units)
+        return units
+
+    def block(self, layout, reason):
+        """Make the units of ``layout`` unprunable, for ``reason`` (the layer is named in front)."""
+        self._trace.units.block(np.asarray(layout), f"{self._path} ({type(self._layer).__name__}): {reason}")
 
     def union(self, a, b):
         if len(a) != len(b):

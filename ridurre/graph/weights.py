@@ -13,8 +13,9 @@ def _short(name: str) -> str:
 
 
 def weight_names(layer) -> list[str]:
-    """The names of ``layer``'s variables in order (``["kernel", "bias"]``); a name used twice is
-    made unique with its position (``"0:kernel"``).
+    """The names of ``layer``'s variables in order (``["kernel", "bias"]``). A name used twice
+    (a layer made of sublayers, such as MultiHeadAttention) is given with the sublayer's name
+    (``"query/kernel"``), or else made unique with its position (``"0:kernel"``).
 
     Example:
         >>> import keras
@@ -24,7 +25,10 @@ def weight_names(layer) -> list[str]:
     """
     names = [_short(v.name) for v in layer.weights]
     if len(set(names)) != len(names):
-        names = [f"{i}:{n}" for i, n in enumerate(names)]
+        paths = [str(getattr(v, "path", "")).split(":")[0].split("/") for v in layer.weights]
+        names = ["/".join(p[-2:]) for p in paths]
+        if len(set(names)) != len(names) or any(len(p) < 2 for p in paths):
+            names = [f"{i}:{n}" for i, n in enumerate(_short(v.name) for v in layer.weights)]
     return names
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from ridurre import _compat
 from ridurre.criteria.selection import removal_count
+from ridurre.rules import HEAD_KINDS
 from ridurre.surgery import plan_layers
 
 __all__ = ["Limits", "Budget", "fit_to_limits"]
@@ -103,9 +104,11 @@ class Budget:
         for use in trace.uses.values():
             if _compat.is_graph_model(use.layer):
                 continue
-            if use.path in self.prunable and use.out_layout is not None:
-                gone = np.isin(trace.units.roots(use.out_layout), deleted).sum() if len(deleted) else 0
-                filters += len(use.out_layout) - int(gone)
+            counted = [(use.path, use.out_layout)] + [(f"{use.path}:{k}", lay) for k, lay in use.internal.items()]
+            for path, layout in counted:  # output channels, and internal units (attention heads...)
+                if path in self.prunable and layout is not None:
+                    gone = np.isin(trace.units.roots(layout), deleted).sum() if len(deleted) else 0
+                    filters += len(layout) - int(gone)
             if plans is None:
                 continue
             _, weights = plans[id(use.layer)]
@@ -131,7 +134,7 @@ def fit_to_limits(plan, budget, limits, round_to=None):
         plan: ``{group id: group channel indices to remove, in removal order}``.
         budget: a :class:`Budget` of the model.
         limits: the :class:`Limits`.
-        round_to: keep each group's width a multiple of this.
+        round_to: keep each group's width a multiple of this (heads excepted).
 
     Returns:
         The largest proportional shrink of ``plan`` within the limits, topped up group by group.
@@ -144,11 +147,13 @@ def fit_to_limits(plan, budget, limits, round_to=None):
 
     if within(plan):
         return plan
-    sizes = {g.id: g.size for g in budget.trace.groups()}
+    groups = budget.trace.groups()
+    sizes = {g.id: g.size for g in groups}
+    rounding = {g.id: None if g.kind in HEAD_KINDS else round_to for g in groups}  # heads are not rounded
 
     def shrunk(fraction):
         return {
-            gid: idx[: removal_count(sizes[gid], int(math.floor(len(idx) * fraction)), round_to=round_to)]
+            gid: idx[: removal_count(sizes[gid], int(math.floor(len(idx) * fraction)), round_to=rounding[gid])]
             for gid, idx in plan.items()
         }
 
@@ -161,8 +166,8 @@ def fit_to_limits(plan, budget, limits, round_to=None):
             hi = mid
     best = shrunk(lo)
     # top up group by group, one step (a channel, or round_to channels) at a time, while the limits hold
-    step = round_to or 1
     for gid, idx in plan.items():
+        step = rounding[gid] or 1
         while len(best[gid]) + step <= len(idx):
             trial = {**best, gid: idx[: len(best[gid]) + step]}
             if not within(trial):

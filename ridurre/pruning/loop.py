@@ -18,6 +18,14 @@ Which hook to implement in a subclass:
 * ``run_pruning_for_conv2d_layer(pruning_factor, layer, layer_weight_mtx)`` (ridurre 0.0.2):
   return the filter indices to remove from a Conv2D layer. Still supported: it is called for
   every eligible group produced by a Conv2D, and the indices apply to the whole group.
+
+Attention layers add groups of more kinds (``ChannelGroup.kind``): ``"head_dims"`` (one
+dimension of every head) are pruned like channels, with the channel factor and ``round_to``;
+``"heads"`` (whole heads; a key/value head of grouped-query attention with its query heads) only
+with ``head_pruning_factor``, their own share per iteration, without ``round_to``, ranked by
+``head_criterion`` when given (else by the criterion). ``"query_heads"`` (the query heads
+sharing a key/value head) are left to the sensitivity pruning and the surgeon, so that a head
+factor removes about that share of a grouped-query layer's heads, not more.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from ridurre.criteria import selection as _selection
 from ridurre.criteria.view import ActivationRecorder, GroupView
 from ridurre.pruning.checkpoints import load_state, save_state, write_history
 from ridurre.pruning.limits import Budget, Limits, fit_to_limits
+from ridurre.rules import HEAD_KINDS
 from ridurre.surgery import Surgeon
 
 __all__ = ["BasePruning", "Pruner", "IterationRecord"]
@@ -75,12 +84,17 @@ class IterationRecord:
 
 
 def _producer_channels(trace):
-    """Channels of every producer layer (Conv, Dense, ...), by path."""
-    return {
+    """Channels of every producer layer (Conv, Dense, ...), by path, and of every set of internal
+    units (attention heads and head dimensions, ``"mha:heads"``)."""
+    channels = {
         use.path: int(use.out_shape[-1])
         for use in trace.uses.values()
         if use.rule is not None and use.rule.produces and use.out_shape
     }
+    for use in trace.uses.values():
+        if use.rule is not None:
+            channels.update({f"{use.path}:{name}": len(units) for name, units in use.internal.items()})
+    return channels
 
 
 def _prunable_filters(trace):
@@ -167,6 +181,13 @@ class BasePruning:
         evaluate_fn: optional ``fn(model) -> float`` logged as the metric after each finetune.
         rules: extra layer rules (see :mod:`ridurre.rules`) for the layers of this model;
             ``RuleSet(exact_only=True)`` leaves the groups through such normalizations alone.
+        head_pruning_factor: share of the heads of every attention layer removed per iteration
+            (groups of kind ``"heads"``; at least one head stays). ``None`` (the default): heads
+            are kept, while head dimensions are pruned like channels.
+        head_criterion: how heads are ranked (a criterion name, class or instance; default: the
+            criterion). ``"l1"``/``"l2"`` score a head by its query, key, value and output
+            weights, ``"activation_mean"`` by its mean contribution to the attention output.
+        head_criterion_options: arguments of the head criterion (``{"data": x}``).
     """
 
     criterion = None
@@ -200,6 +221,9 @@ class BasePruning:
         verify=True,
         evaluate_fn=None,
         rules=None,
+        head_pruning_factor=None,
+        head_criterion=None,
+        head_criterion_options=None,
     ):
         if args:
             nb_trained_for_epochs, maximum_prune_iterations, maximum_pruning_percent = _legacy_positional(
@@ -254,6 +278,13 @@ class BasePruning:
         self._inexact_pruned: list[str] = []  # groups through a normalization pruned in the current step
         spec = criterion if criterion is not None else type(self).criterion
         self._criterion = None if spec is None else make_criterion(spec, **(criterion_options or {}))
+        self._head_factor = (
+            None if head_pruning_factor is None else check_unit(head_pruning_factor, "head_pruning_factor")
+        )
+        self._pruned_head_kinds = () if self._head_factor is None else ("heads",)
+        self._head_criterion = (
+            None if head_criterion is None else make_criterion(head_criterion, **(head_criterion_options or {}))
+        )
         self.history: list[IterationRecord] = []
         self._check_hooks()
 
@@ -291,17 +322,25 @@ class BasePruning:
         that scores channels itself."""
         return self._criterion
 
+    def _criterion_of(self, view):
+        """The criterion ranking ``view``'s group: the head criterion for heads, when given."""
+        if self._head_criterion is not None and view.group.kind in HEAD_KINDS:
+            return self._head_criterion
+        return self._criterion
+
     def score_channels(self, view: GroupView) -> np.ndarray:
         """Per-channel scores of a group, higher = more important (default: the criterion's)."""
-        if self._criterion is None:
+        criterion = self._criterion_of(view)
+        if criterion is None:
             raise NotImplementedError(f"{type(self).__name__} implements no score_channels(view)")
-        return self._criterion.score(view)
+        return criterion.score(view)
 
     def select_channels(self, view: GroupView, n_remove: int) -> np.ndarray:
         """The ``n_remove`` channels of the group to remove (default: the criterion's choice, or
         the lowest scores of ``score_channels``)."""
-        if self._criterion is not None and type(self).score_channels is BasePruning.score_channels:
-            return self._criterion.select(view, n_remove)
+        criterion = self._criterion_of(view)
+        if criterion is not None and type(self).score_channels is BasePruning.score_channels:
+            return criterion.select(view, n_remove)
         scores = np.asarray(self.score_channels(view), dtype=np.float64)
         if scores.shape != (view.size,):
             raise ValueError(
@@ -323,6 +362,17 @@ class BasePruning:
         KMeans overrides it with the original's keep-factor semantics)."""
         return _selection.channels_to_keep(nb_channels, 1.0 - factor)[1]
 
+    def head_removal_count(self, nb_heads: int, factor: float) -> int:
+        """How many of an attention layer's ``nb_heads`` one step removes with the head factor
+        (always a removal share, whatever the method's channel factor means)."""
+        return _selection.channels_to_keep(nb_heads, 1.0 - factor)[1]
+
+    def _wanted(self, group, factor) -> int:
+        """Channels (or heads) the step's factor asks of ``group``, before bounds and rounding."""
+        if group.kind in HEAD_KINDS:
+            return self.head_removal_count(group.size, self._factor_for(group, self._head_factor))
+        return self.removal_count(group.size, self._factor_for(group, factor))
+
     def define_prune_bins(self, channel_number_bins, pruning_factors_for_bins) -> None:
         """Use a different factor for groups of different widths (ridurre 0.0.2 API): a group with
         ``bins[i] <= channels < bins[i + 1]`` uses ``pruning_factors_for_bins[i]``."""
@@ -332,6 +382,8 @@ class BasePruning:
         """Whether the loop prunes ``group`` (prunable, two channels or more, selected by
         ``layers``/``exclude``: a coupled group only when every producer is included)."""
         if not group.prunable or group.size < 2:
+            return False
+        if group.kind in HEAD_KINDS and group.kind not in self._pruned_head_kinds:
             return False
         if self._include is not None and not all(self._include.matches(p) for p in group.producers):
             return False
@@ -354,7 +406,7 @@ class BasePruning:
                 model,
                 self._seed,
                 activations=recorder,
-                n_remove=self.removal_count(group.size, self._factor_for(group, self._pruning_factor)),
+                n_remove=self._wanted(group, self._pruning_factor),
             )
             try:
                 out.append((group, np.asarray(self.score_channels(view), dtype=float)))
@@ -445,7 +497,7 @@ class BasePruning:
         for patterns, value in self._layer_factors:
             if any(patterns.matches(p) for p in group.producers):
                 return value
-        if self._prune_bins is not None:
+        if self._prune_bins is not None and group.kind not in HEAD_KINDS:
             return self._prune_bins.factor_for(group.size, default=factor)
         return factor
 
@@ -454,15 +506,19 @@ class BasePruning:
         of its ORIGINAL channels, counting what earlier iterations removed)."""
         original = self._original_sizes.get(group.producers[0], group.size)
         already = original - group.size
-        limit = group.size - self._min_channels
+        # head dimensions keep 2: with one, Keras's TensorFlow backend adds the (heads, 1) biases of
+        # attention projections along the wrong axis when the sequence is as long as there are heads
+        limit = group.size - max(self._min_channels, 2 if group.kind == "head_dims" else 1)
         if self._max_fraction is not None:
             limit = min(limit, int(math.floor(self._max_fraction * original)) - already)
         return max(0, limit)
 
     def _step_count(self, group, factor):
         """Channels this step removes from ``group``, within its bounds and ``round_to``."""
-        wanted = self.removal_count(group.size, self._factor_for(group, factor))
-        return _selection.removal_count(group.size, wanted, max_removable=self._bounds(group), round_to=self._round_to)
+        round_to = None if group.kind in HEAD_KINDS else self._round_to
+        return _selection.removal_count(
+            group.size, self._wanted(group, factor), max_removable=self._bounds(group), round_to=round_to
+        )
 
     def _plan(self, views, factor):
         """Channels to remove per group (dict group id -> group channel indices) for ``factor``."""
@@ -499,11 +555,20 @@ class BasePruning:
         return np.sort(chosen)
 
     def _plan_global(self, views, factor):
-        """One ranking over all groups (scores normalized per group), within per-group bounds."""
-        scores = {v.group.id: np.asarray(self.score_channels(v), dtype=np.float64) for v in views}
-        total = sum(self.removal_count(v.size, self._factor_for(v.group, factor)) for v in views)
-        plan = _selection.allocate_global(scores, total, min_channels=self._min_channels, round_to=self._round_to)
+        """One ranking over all groups (scores normalized per group), within per-group bounds;
+        heads are not ranked against channels: each attention layer loses its share."""
+        heads = [v for v in views if v.group.kind in HEAD_KINDS]
+        views = [v for v in views if v.group.kind not in HEAD_KINDS]
         bounded = {}
+        for view in heads:
+            n_remove = self._step_count(view.group, factor)
+            if n_remove > 0:
+                bounded[view.group.id] = self._checked_selection(view, self.select_channels(view, n_remove), n_remove)
+        if not views:
+            return bounded
+        scores = {v.group.id: np.asarray(self.score_channels(v), dtype=np.float64) for v in views}
+        total = sum(self._wanted(v.group, factor) for v in views)
+        plan = _selection.allocate_global(scores, total, min_channels=self._min_channels, round_to=self._round_to)
         for view in views:
             idx = np.asarray(plan.get(view.group.id, []), dtype=np.int64)
             cap = self._bounds(view.group)
@@ -533,7 +598,7 @@ class BasePruning:
                 model,
                 self._seed + iteration,
                 activations=recorder,
-                n_remove=self.removal_count(g.size, self._factor_for(g, factor)),
+                n_remove=self._wanted(g, factor),
             )
             for g in trace.groups()
             if self.eligible(g)

@@ -13,8 +13,19 @@ or, for one call only, ``ridurre.channel_groups(model, rules={MyScaleLayer: rule
 """
 
 from ridurre.rules.applications import LayerScaleRule
-from ridurre.rules.base import COST_KINDS, ConfigView, LayerRule, PassThroughRule, Unsupported
+from ridurre.rules.attention import GroupedQueryAttentionRule, MultiHeadAttentionRule
+from ridurre.rules.base import (
+    COST_KINDS,
+    HEAD_KINDS,
+    UNIT_KINDS,
+    ConfigView,
+    LayerRule,
+    PassThroughRule,
+    UnitMasks,
+    Unsupported,
+)
 from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, EmbeddingRule, SeparableRule
+from ridurre.rules.einsum import EinsumDenseRule, EinsumOpRule
 from ridurre.rules.merge import ConcatenateRule, DivisionRule, ElementwiseOpRule, MergeRule
 from ridurre.rules.norm import BatchNormRule, GroupNormRule, LayerNormRule, RMSNormRule, UnitNormRule
 from ridurre.rules.ops import GetItemOpRule, PadOpRule, ReduceOpRule, SplitOpRule, UnaryOpRule
@@ -38,6 +49,8 @@ __all__ = [
     "BUILTIN_LAYER_RULES",
     "BUILTIN_OP_RULES",
     "COST_KINDS",
+    "HEAD_KINDS",
+    "UNIT_KINDS",
     "RULES",
     "BatchNormRule",
     "BidirectionalRule",
@@ -47,16 +60,20 @@ __all__ = [
     "DenseRule",
     "DepthwiseRule",
     "DivisionRule",
+    "EinsumDenseRule",
+    "EinsumOpRule",
     "ElementwiseOpRule",
     "EmbeddingRule",
     "FlattenRule",
     "GetItemOpRule",
     "GroupNormRule",
+    "GroupedQueryAttentionRule",
     "LayerNormRule",
     "LayerRule",
     "LayerScaleRule",
     "MergeRule",
     "PadOpRule",
+    "MultiHeadAttentionRule",
     "PassThroughRule",
     "PermuteRule",
     "PoolingRule",
@@ -71,6 +88,7 @@ __all__ = [
     "TransposeOpRule",
     "UnaryOpRule",
     "UnitNormRule",
+    "UnitMasks",
     "Unsupported",
     "as_rule_set",
     "get_rule",

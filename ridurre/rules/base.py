@@ -19,6 +19,25 @@ Channels are always the last axis (``channels_last``). A layer with no rule, or 
 raises :class:`Unsupported`, makes every channel it touches unprunable, with the reason
 recorded: ridurre never builds a silently wrong model.
 
+The richer contract, opt-in, for layers with several named inputs or with channels that appear
+in no tensor (attention heads, head dimensions); every rule written for the simple one keeps
+working unchanged:
+
+* ``call_inputs``: the names of the call arguments holding channel tensors (``("query",
+  "value", "key")``). ``propagate``, ``macs`` and ``other_ops`` then see one entry per name, in
+  that order (``None`` for an argument not given); a tensor passed in any other argument
+  (``attention_mask``) carries positions, not channels, and its units are left unprunable.
+* **internal units**: in ``propagate``, ``ctx.new_units(n, internal="heads", kind="heads")``
+  creates units that live inside the layer only. They form channel groups of their own, whose
+  producer is named ``"<layer path>:heads"`` and whose :attr:`ChannelGroup.kind
+  <ridurre.graph.ChannelGroup>` is ``kind``; ``ctx.block(layout, reason)`` makes units
+  unprunable without giving up on the layer.
+* ``slice_units`` / ``zero_units`` get a :class:`UnitMasks`: one mask per input, per output and
+  per internal layout, instead of the single input's and output's masks of ``slice``/``zero``
+  (which the default ``slice_units``/``zero_units`` call).
+* ``unit_weights`` / ``unit_activations``: what criteria score for internal units (the weights
+  producing each unit, its activity on data).
+
 This module imports neither Keras nor TensorFlow: rules see layers through their attributes
 (``layer.groups``, ``layer.axis``...), which a saved config provides as well (:class:`ConfigView`).
 """
@@ -26,14 +45,80 @@ This module imports neither Keras nor TensorFlow: rules see layers through their
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Unsupported", "LayerRule", "PassThroughRule", "ConfigView", "COST_KINDS"]
+__all__ = [
+    "Unsupported",
+    "LayerRule",
+    "PassThroughRule",
+    "ConfigView",
+    "UnitMasks",
+    "COST_KINDS",
+    "UNIT_KINDS",
+    "HEAD_KINDS",
+]
 
 COST_KINDS = ("free", "activation", "normalization", "pooling", "elementwise", "other")
 """How a layer's work that is not multiply-accumulates is counted (``ModelStats.other_ops``)."""
+
+
+UNIT_KINDS = ("channels", "heads", "query_heads", "head_dims")
+"""What the units of a channel group are (``ChannelGroup.kind``): channels of tensors, whole
+attention heads (a key/value head of grouped-query attention with its query heads), the query
+heads sharing each key/value head, or one dimension of every head. The loop prunes heads by
+their own ratio and query heads only when asked (see :class:`ridurre.BasePruning`)."""
+
+HEAD_KINDS = ("heads", "query_heads")
+"""The kinds counted in heads rather than channels: never rounded to ``round_to``."""
+
+
+@dataclass
+class UnitMasks:
+    """Boolean masks over the positions of every layout of one layer (the rich contract).
+
+    In :meth:`LayerRule.slice_units` a mask says which positions are KEPT; in
+    :meth:`LayerRule.zero_units` which are GONE.
+
+    Attributes:
+        inputs: one mask per input (in ``call_inputs`` order when the rule names its inputs),
+            ``None`` for an argument that was not given.
+        outputs: one mask per output.
+        internal: ``{name: mask}`` over the layer's internal units (``ctx.new_units(n,
+            internal=name)``).
+
+    Example:
+        >>> import numpy as np
+        >>> keep = UnitMasks([np.array([True, False])], [np.ones(3, bool)], {"heads": np.array([True, True])})
+        >>> keep.single_input(kept=True).tolist(), keep.single_output(kept=True), keep.touched(kept=True)
+        ([True, False], None, True)
+    """
+
+    inputs: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)
+    internal: dict = field(default_factory=dict)
+
+    @staticmethod
+    def _changed(mask, kept):
+        if mask is None:
+            return None
+        changed = not mask.all() if kept else mask.any()
+        return mask if changed else None
+
+    def single_input(self, kept: bool):
+        """The mask of the only input, or ``None`` when there are several or it changes nothing."""
+        return self._changed(self.inputs[0], kept) if len(self.inputs) == 1 else None
+
+    def single_output(self, kept: bool):
+        """The mask of the only output, or ``None`` when there are several or it changes nothing."""
+        return self._changed(self.outputs[0], kept) if len(self.outputs) == 1 else None
+
+    def touched(self, kept: bool) -> bool:
+        """Whether any position of any layout is removed (``kept``: these are keep-masks)."""
+        masks = list(self.inputs) + list(self.outputs) + list(self.internal.values())
+        return any(self._changed(m, kept) is not None for m in masks)
 
 
 class Unsupported(Exception):
@@ -120,6 +205,9 @@ class LayerRule:
     saved_weights: tuple | None = None
     exact = True
     inexact_reason = "changes the statistics of the channels it keeps"
+    call_inputs: tuple | None = None
+    """Names of the call arguments holding channel tensors, in the order the rule sees them
+    (``None``: every input tensor, as the call flattens them); see the module docstring."""
 
     # -- channels ----------------------------------------------------------------------------
     def propagate(self, layer, in_layouts, in_shapes, out_shapes, ctx):
@@ -139,6 +227,17 @@ class LayerRule:
         nothing (``in_zero``/``out_zero`` may be ``None``: nothing there)."""
         return weights
 
+    def slice_units(self, layer, config, weights, keep: UnitMasks):
+        """``(config, weights)`` keeping the positions where ``keep``'s masks are True, for every
+        input, output and internal layout. The default calls :meth:`slice` with the masks of a
+        single input and output (``None`` for several), which is all a simple rule needs."""
+        return self.slice(layer, config, weights, keep.single_input(True), keep.single_output(True))
+
+    def zero_units(self, layer, weights, gone: UnitMasks):
+        """Weights in which the positions where ``gone``'s masks are True contribute nothing; the
+        default calls :meth:`zero` with the masks of a single input and output."""
+        return self.zero(layer, weights, gone.single_input(False), gone.single_output(False))
+
     # -- cost --------------------------------------------------------------------------------
     def macs(self, layer, in_shapes, out_shapes) -> int:
         """Multiply-accumulates of one call for one example (shapes include the batch axis)."""
@@ -155,6 +254,18 @@ class LayerRule:
         """A ``(output channels, features)`` matrix: row j holds the weights producing output
         channel j; ``None`` for a layer that does not produce channels."""
         return None
+
+    def unit_weights(self, layer, weights, internal: str) -> np.ndarray | None:
+        """A ``(units, features)`` matrix for the internal layout ``internal``: row j holds the
+        weights that unit j owns (an attention head's query, key, value and output weights);
+        ``None`` when there are none."""
+        return None
+
+    def unit_activations(self, layer, args, kwargs) -> dict:
+        """``{internal name: array (..., units)}``: the activity of each internal unit when the
+        layer is called on concrete ``args``/``kwargs`` (numpy arrays where the model passed
+        tensors), what the activation criteria score (empty: unknown)."""
+        return {}
 
     # -- saved files -------------------------------------------------------------------------
     def weight_names(self, config) -> tuple | None:

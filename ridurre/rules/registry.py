@@ -18,8 +18,10 @@ from collections.abc import Iterator, Mapping
 
 from ridurre import _compat
 from ridurre.rules.applications import application_rules
+from ridurre.rules.attention import GroupedQueryAttentionRule, MultiHeadAttentionRule
 from ridurre.rules.base import ConfigView, LayerRule, PassThroughRule
 from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, EmbeddingRule, SeparableRule
+from ridurre.rules.einsum import EinsumDenseRule, EinsumOpRule
 from ridurre.rules.merge import ConcatenateRule, DivisionRule, ElementwiseOpRule, MergeRule
 from ridurre.rules.norm import (
     BatchNormRule,
@@ -102,6 +104,7 @@ def _builtin_layer_rules() -> dict[str, LayerRule]:
         table[f"DepthwiseConv{dims}"] = DepthwiseRule()
         table[f"SeparableConv{dims}"] = SeparableRule()
     _add_sequence_and_scale_layers(table)
+    table.update(_attention_layer_rules())
     return table
 
 
@@ -118,6 +121,15 @@ def _add_sequence_and_scale_layers(table: dict[str, LayerRule]) -> None:
     table["RMSNormalization"] = RMSNormRule()
     table["UnitNormalization"] = UnitNormRule()
     table["Resizing"] = PassThroughRule()
+
+
+def _attention_layer_rules() -> dict[str, LayerRule]:
+    """Attention and einsum layers (heads and head dimensions are internal units)."""
+    return {
+        "MultiHeadAttention": MultiHeadAttentionRule(),
+        "GroupedQueryAttention": GroupedQueryAttentionRule(),
+        "EinsumDense": EinsumDenseRule(),
+    }
 
 
 def _builtin_op_rules() -> dict[str, LayerRule]:
@@ -150,6 +162,7 @@ def _builtin_op_rules() -> dict[str, LayerRule]:
         table[name] = free
     table["Transpose"] = TransposeOpRule()
     _add_shape_and_unary_ops(table)
+    table["Einsum"] = EinsumOpRule()
     return table
 
 

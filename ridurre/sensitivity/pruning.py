@@ -7,6 +7,7 @@ import numbers
 from ridurre import graph as _graph
 from ridurre.criteria import selection as _selection
 from ridurre.pruning.loop import BasePruning
+from ridurre.rules import HEAD_KINDS
 from ridurre.sensitivity.scan import ChannelChooser, criterion_for, group_of
 
 __all__ = ["SensitivityPruning"]
@@ -82,6 +83,7 @@ class SensitivityPruning(BasePruning):
         self.ratios = {k: float(v) for k, v in ratios.items()}
         self.nb_steps, self.data = nb_steps, data
         self._targets, self._iteration = {}, 0
+        self._pruned_head_kinds = HEAD_KINDS  # head groups named in ratios ("mha:heads") go to their ratio
 
     def run_pruning(self, model, prune_factor_scheduler_fn=None, custom_objects_inside_model=None):
         """As :meth:`BasePruning.run_pruning`; first checks that every layer of ``ratios`` is prunable."""
@@ -101,13 +103,17 @@ class SensitivityPruning(BasePruning):
     def removal_count(self, nb_channels, factor):
         return nb_channels - 1  # an upper bound: select_channels picks each group's own count
 
+    def head_removal_count(self, nb_heads, factor):
+        return nb_heads - 1
+
     def _target_count(self, view):
         """This step's share of what the group still has to lose to reach its ratio."""
         keep = self._targets.get(view.name)
         if keep is None or view.size <= keep:
             return 0
         steps_left = max(1, self.nb_steps - self._iteration)
-        return _selection.removal_count(view.size, -(-(view.size - keep) // steps_left), round_to=self._round_to)
+        round_to = None if view.group.kind in HEAD_KINDS else self._round_to
+        return _selection.removal_count(view.size, -(-(view.size - keep) // steps_left), round_to=round_to)
 
     def select_channels(self, view, n_remove):
         n = min(self._target_count(view), n_remove)

@@ -60,6 +60,7 @@ from ridurre.criteria import Criterion, criterion_class, make_criterion
 from ridurre.criteria import selection as _selection
 from ridurre.criteria.view import ActivationRecorder, GroupView
 from ridurre.graph import set_layer_weights
+from ridurre.rules import HEAD_KINDS
 from ridurre.sensitivity.result import SensitivityPoint, SensitivityResult
 from ridurre.surgery import Surgeon, plan_layers
 
@@ -197,7 +198,7 @@ def channels_to_remove(model, layer, ratio, criterion="l1", *, data=None, seed=0
     if not group.prunable:
         raise ValueError(f"the channels of layer {layer!r} cannot be pruned: {group.reason}")
     view = GroupView(group, trace, model, seed)
-    idx = ChannelChooser(view, criterion)(_n_remove(group.size, ratio, round_to))
+    idx = ChannelChooser(view, criterion)(_n_remove(group.size, ratio, None if group.kind in HEAD_KINDS else round_to))
     path = next(p for p in group.producers if p == layer or p.rsplit("/", 1)[-1] == layer)
     return _positions(group, idx, path)
 
@@ -215,7 +216,8 @@ class _Masker:
         for use in trace.uses.values():
             if use.rule is None or not getattr(use.layer, "weights", None) or use.model_in_layouts is not None:
                 continue
-            roots = [trace.units.roots(lay) for lay in (use.in_layout, use.out_layout) if lay is not None]
+            layouts = list(use.in_layouts) + list(use.out_layouts) + list(use.internal.values())
+            roots = [trace.units.roots(lay) for lay in layouts if lay is not None]
             if any(np.isin(r, group.roots).any() for r in roots):
                 self.uses.append(use)
         self.original = [use.layer.get_weights() for use in self.uses]
@@ -275,7 +277,9 @@ def scan(
         ratios: shares of each layer's channels to remove, in (0, 1); a layer of n channels
             keeps ``ceil(n * (1 - ratio))``.
         layers: regular expressions (full match) selecting layers by label or producer name;
-            ``None``: every prunable layer (channel group with at least 2 channels).
+            ``None``: every prunable layer (channel group with at least 2 channels). The heads
+            and head dimensions of an attention layer ``mha`` are scanned as the layers
+            ``"mha:heads"``, ``"mha:head_dims"``...
         criterion: which channels go: any criterion of :mod:`ridurre.criteria` by name
             (``l1``, the default, ``l2``, ``random``, ``kmeans``, ``bn`` / ``bn_scale``,
             ``activation_mean``, ``apoz``, or one you registered), class or instance; the
@@ -294,7 +298,7 @@ def scan(
         resume: skip the points (and the baseline) already in ``output_dir/sensitivity.csv``.
         progress: show a progress bar (on stderr).
         round_to: keep a multiple of this many channels (the count of a point is rounded the
-            way the pruning loop rounds it).
+            way the pruning loop rounds it; attention heads are not rounded).
         rules: extra layer rules (see :mod:`ridurre.rules`).
 
     Returns:
@@ -457,7 +461,7 @@ def scan(
             masker = None if rebuild else _Masker(trace, group)
             for ratio in [r for g, r in todo if g is group]:
                 bar.advance(task, 0, description=f"{label[-20:]} {ratio:.2f}")
-                n = _n_remove(group.size, ratio, round_to)
+                n = _n_remove(group.size, ratio, None if group.kind in HEAD_KINDS else round_to)
                 idx = select(n)
                 if n == 0:
                     value = result.baseline

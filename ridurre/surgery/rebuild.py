@@ -13,22 +13,52 @@ import numpy as np
 
 from ridurre import _compat
 from ridurre.graph import layer_weights, set_layer_weights, weight_names
-from ridurre.rules import ConfigView
+from ridurre.rules import ConfigView, UnitMasks
 
 __all__ = ["plan_layers", "rebuild"]
 
 
 def _gone_masks(trace, use, deleted):
-    """Boolean masks of the input and output channel positions of ``use`` that are deleted
-    (``deleted`` is a boolean array over units, True for the roots to delete)."""
+    """The :class:`~ridurre.rules.UnitMasks` of the positions of ``use`` that are deleted (every
+    input, output and internal layout; ``deleted`` is a boolean array over units, True for the
+    roots to delete), or ``None`` when none of them is."""
 
     def mask(layout):
-        if layout is None:
-            return None
-        gone = deleted[trace.units.roots(layout)]
-        return gone if gone.any() else None
+        return None if layout is None else deleted[trace.units.roots(layout)]
 
-    return mask(use.in_layout), mask(use.out_layout)
+    gone = UnitMasks(
+        [mask(lay) for lay in use.in_layouts],
+        [mask(lay) for lay in use.out_layouts],
+        {name: mask(lay) for name, lay in use.internal.items()},
+    )
+    return gone if gone.touched(kept=False) else None
+
+
+def _map(masks, fn):
+    return UnitMasks(
+        [fn(m) for m in masks.inputs], [fn(m) for m in masks.outputs], {k: fn(m) for k, m in masks.internal.items()}
+    )
+
+
+def _kept(gone):
+    """The keep-masks of the gone-masks ``gone``."""
+    return _map(gone, lambda m: None if m is None else ~m)
+
+
+def _within(gone, cut):
+    """The gone-masks ``gone`` over the positions left once the ``cut`` ones are sliced away."""
+    if gone is None or cut is None:
+        return gone
+
+    def shrink(mask, removed):
+        return mask if mask is None or removed is None else mask[~removed]
+
+    shrunk = UnitMasks(
+        [shrink(m, c) for m, c in zip(gone.inputs, cut.inputs)],
+        [shrink(m, c) for m, c in zip(gone.outputs, cut.outputs)],
+        {k: shrink(m, cut.internal.get(k)) for k, m in gone.internal.items()},
+    )
+    return shrunk if shrunk.touched(kept=False) else None
 
 
 def plan_layers(trace, deleted, zero: bool = False, shapes_only: bool = False, uses=None, still_delete=None) -> dict:
@@ -95,35 +125,20 @@ def plan_layers(trace, deleted, zero: bool = False, shapes_only: bool = False, u
         else:
             weights = layer_weights(layer) if variables else {}
         config = layer.get_config()
-        gone_in, gone_out = (
-            _gone_masks(trace, use, deleted) if use.rule is not None and deleted_roots.size else (None, None)
-        )
+        gone = _gone_masks(trace, use, deleted) if use.rule is not None and deleted_roots.size else None
         if removed is not None and use.rule is not None:
-            cut_in, cut_out = _gone_masks(trace, use, removed)
-            if cut_in is not None or cut_out is not None:
-                config, weights = use.rule.slice(
-                    layer, config, weights, None if cut_in is None else ~cut_in, None if cut_out is None else ~cut_out
-                )
-                gone_in = _kept(gone_in, cut_in)
-                gone_out = _kept(gone_out, cut_out)
+            cut = _gone_masks(trace, use, removed)
+            if cut is not None:
+                config, weights = use.rule.slice_units(layer, config, weights, _kept(cut))
+                gone = _within(gone, cut)
                 layer = ConfigView(type(layer).__name__, config)  # the zeroing sees the sliced layer
-        if gone_in is not None or gone_out is not None:
+        if gone is not None:
             if zero:
-                weights = use.rule.zero(layer, weights, gone_in, gone_out)
+                weights = use.rule.zero_units(layer, weights, gone)
             else:
-                keep_in = None if gone_in is None else ~gone_in
-                keep_out = None if gone_out is None else ~gone_out
-                config, weights = use.rule.slice(layer, config, weights, keep_in, keep_out)
+                config, weights = use.rule.slice_units(layer, config, weights, _kept(gone))
         plans[id(use.layer)] = (config, weights if built else None)
     return plans
-
-
-def _kept(gone, cut):
-    """The zeroing mask ``gone`` over the positions left once ``cut`` ones are sliced away."""
-    if gone is None or cut is None:
-        return gone
-    gone = gone[~cut]
-    return gone if gone.any() else None
 
 
 def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:

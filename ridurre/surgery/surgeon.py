@@ -78,7 +78,9 @@ class Surgeon:
     Jobs (``add_job(job, layer, **kwargs)``):
         * ``"delete_channels"`` with ``channels=[...]``: remove these output channels of
           ``layer`` and everything coupled to them. Jobs touching the same group delete the
-          union of their channels.
+          union of their channels. ``"mha:heads"`` addresses the internal units of a layer
+          (the heads of an attention layer ``mha``; ``"mha:head_dims"``... see
+          :mod:`ridurre.rules.attention`).
         * ``"delete_layer"``: remove a layer whose output has the shape of its input.
         * ``"insert_layer"`` with ``new_layer=...``: insert ``new_layer`` before ``layer``.
         * ``"replace_layer"`` with ``new_layer=...``: use ``new_layer`` instead of ``layer``.
@@ -108,7 +110,7 @@ class Surgeon:
         self.model = model
         self._rules = rules if trace is None else trace.rules
         self._trace = trace
-        self._deletes = []  # (layer, channels)
+        self._deletes = []  # (layer, channels, internal name or None)
         self._unit_deletes = []  # unit roots queued by delete_group_channels
         self._edits = {}  # id(layer) -> (kind, new_layer)
 
@@ -125,11 +127,17 @@ class Surgeon:
         """Queue a job; see the class docstring. Validation of channel indices happens here."""
         if job not in _JOBS:
             raise ValueError(f"job must be one of {_JOBS}, got {job!r}")
+        internal = None
+        if job == "delete_channels" and isinstance(layer, str) and ":" in layer:
+            try:
+                layer = _graph.resolve_layer(self.model, layer)
+            except ValueError:  # "mha:heads": internal units of the layer "mha"
+                layer, internal = layer.rsplit(":", 1)
         layer = _graph.resolve_layer(self.model, layer)
         if job == "delete_channels":
             if channels is None:
                 raise ValueError(f"job 'delete_channels' on layer {layer.name!r} needs channels=[...]")
-            self._deletes.append((layer, channels))
+            self._deletes.append((layer, channels, internal))
             return
         if id(layer) in self._edits:
             raise ValueError(f"layer {layer.name!r} already has a {self._edits[id(layer)][0]!r} job")
@@ -225,7 +233,13 @@ class Surgeon:
             if use.rule is not None and use.rule.produces and use.out_layout is not None:
                 hit = np.flatnonzero(np.isin(trace.units.roots(use.out_layout), roots))
                 if hit.size:
-                    self._deletes.append((use.layer, hit.tolist()))
+                    self._deletes.append((use.layer, hit.tolist(), None))
+                    return
+        for use in trace.uses.values():  # internal units (attention heads...)
+            for name, layout in use.internal.items():
+                hit = np.flatnonzero(np.isin(trace.units.roots(layout), roots))
+                if hit.size:
+                    self._deletes.append((use.layer, hit.tolist(), name))
                     return
 
     def _deleted_roots(self, trace):
@@ -233,17 +247,25 @@ class Surgeon:
         deleted = set()
         for roots in self._unit_deletes:
             deleted.update(units.roots(roots).tolist())
-        for layer, channels in self._deletes:
+        for layer, channels, internal in self._deletes:
             use = trace.uses.get(id(layer))
-            if use is None or use.out_layout is None:
-                raise ValueError(f"layer {layer.name!r} has no single output whose channels can be deleted")
-            idx = _validate_channels(channels, len(use.out_layout), f"layer {use.path!r}")
+            if internal is not None:
+                layout = None if use is None else use.internal.get(internal)
+                if layout is None:
+                    known = sorted(use.internal) if use is not None else []
+                    raise ValueError(f"layer {layer.name!r} has no internal units {internal!r} (it has {known})")
+                what = f"{use.path}:{internal}"
+            else:
+                if use is None or use.out_layout is None:
+                    raise ValueError(f"layer {layer.name!r} has no single output whose channels can be deleted")
+                layout, what = use.out_layout, use.path
+            idx = _validate_channels(channels, len(layout), f"layer {what!r}")
             if idx.size == 0:
                 continue
-            roots = units.roots(use.out_layout[idx])
+            roots = units.roots(layout[idx])
             for r in np.unique(roots).tolist():
                 if r in units.blocked:
-                    raise ValueError(f"cannot delete channels of layer {use.path!r}: {units.blocked[r]}")
+                    raise ValueError(f"cannot delete channels of layer {what!r}: {units.blocked[r]}")
             deleted.update(roots.tolist())
         if deleted:
             gone = np.zeros(len(units.parent), dtype=bool)
