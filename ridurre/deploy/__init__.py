@@ -14,9 +14,9 @@ The converters and runtimes (the ``ridurre[deploy]`` extra) are imported only wh
 from ridurre._lazy import lazy_exports
 
 _EXPORTS = {
-    "export": "ridurre.deploy.export:export",
-    "ExportResult": "ridurre.deploy.export:ExportResult",
-    "ExportError": "ridurre.deploy.export:ExportError",
+    "export": "ridurre.deploy.exporter:export",
+    "ExportResult": "ridurre.deploy.exporter:ExportResult",
+    "ExportError": "ridurre.deploy.exporter:ExportError",
     "load_runtime": "ridurre.deploy.runtimes:load_runtime",
     "FORMATS": "ridurre.deploy.runtimes:FORMATS",
     "canonical_format": "ridurre.deploy.runtimes:canonical_format",

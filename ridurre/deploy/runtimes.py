@@ -198,7 +198,7 @@ class SavedModelRuntime:
         self._tf = tf
         self._loaded = tf.saved_model.load(self.path)
         if not hasattr(self._loaded, "serve"):
-            raise ValueError(f"{self.path} has no `serve` endpoint: export it with ridurre.deploy.export.")
+            raise ValueError(f"{self.path} has no `serve` endpoint: export it with ridurre.deploy.export().")
         self.threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
         if threads is not None and _threads(threads) != self.threads:
             raise ValueError(

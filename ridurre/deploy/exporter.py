@@ -359,6 +359,9 @@ def export(
         raise RuntimeError(
             f"ridurre exports with the TensorFlow backend; KERAS_BACKEND is {keras.backend.backend()!r}."
         )
+    model(
+        [x[:1] for x in samples] if len(samples) > 1 else samples[0][:1], training=False
+    )  # Keras exports called models
     writer = atomic_directory(path) if fmt == "saved_model" else atomic_path(path)
     with writer as tmp:
         if fmt != "saved_model":
