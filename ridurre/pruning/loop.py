@@ -159,6 +159,11 @@ class BasePruning:
             and that values are finite (``"exact"`` also compares with the zeroed model).
         evaluate_fn: optional ``fn(model) -> float`` logged as the metric after each finetune.
         rules: extra layer rules (see :mod:`ridurre.rules`) for the layers of this model.
+        latency_table: a measured :class:`ridurre.deploy.LatencyTable` of the original model in
+            the runtime you deploy to. Global ranking then divides each channel's (normalized)
+            score by its group's relative time saved per channel, so groups that cost time go
+            first, and ``target_speedup`` limits the latency the table predicts instead of the
+            MACs.
     """
 
     criterion = None
@@ -192,6 +197,7 @@ class BasePruning:
         verify=True,
         evaluate_fn=None,
         rules=None,
+        latency_table=None,
     ):
         if args:
             nb_trained_for_epochs, maximum_prune_iterations, maximum_pruning_percent = _legacy_positional(
@@ -216,11 +222,25 @@ class BasePruning:
                 or not target_speedup > 1
             ):
                 raise ValueError(f"target_speedup must be a number > 1, got {target_speedup!r}")
-            max_macs_reduction = 1.0 - 1.0 / float(target_speedup)
+        if latency_table is not None and not all(
+            callable(getattr(latency_table, m, None)) for m in ("predicted_reduction", "saved_per_channel")
+        ):
+            raise TypeError(
+                "latency_table must be a ridurre.deploy.LatencyTable (predicted_reduction, saved_per_channel), "
+                f"got {type(latency_table).__name__}"
+            )
+        self._latency_table = latency_table
+        latency_limit = None
+        if target_speedup is not None:
+            if latency_table is None:
+                max_macs_reduction = 1.0 - 1.0 / float(target_speedup)
+            else:
+                latency_limit = 1.0 - 1.0 / float(target_speedup)
         self._limits = Limits(
             filters=check_fraction(maximum_pruning_percent, "maximum_pruning_percent"),
             params=check_fraction(max_params_reduction, "max_params_reduction"),
             macs=check_fraction(max_macs_reduction, "max_macs_reduction"),
+            latency=latency_limit,
         )
         self._include = LayerPatterns.parse(layers, "layers")
         self._exclude = LayerPatterns.parse(exclude, "exclude")
@@ -494,7 +514,12 @@ class BasePruning:
         """One ranking over all groups (scores normalized per group), within per-group bounds."""
         scores = {v.group.id: np.asarray(self.score_channels(v), dtype=np.float64) for v in views}
         total = sum(self.removal_count(v.size, self._factor_for(v.group, factor)) for v in views)
-        plan = _selection.allocate_global(scores, total, min_channels=self._min_channels, round_to=self._round_to)
+        normalize = True
+        if self._latency_table is not None:
+            scores, normalize = _per_time_saved(scores, views, self._latency_table), False
+        plan = _selection.allocate_global(
+            scores, total, min_channels=self._min_channels, round_to=self._round_to, normalize=normalize
+        )
         bounded = {}
         for view in views:
             idx = np.asarray(plan.get(view.group.id, []), dtype=np.int64)
@@ -539,6 +564,7 @@ class BasePruning:
                 self._model_stats(model) if self._limits.costs else None,
                 self._original_filters,
                 self._original_cost,
+                self._latency_table,
             )
             plan = fit_to_limits(plan, budget, self._limits, self._round_to)
         plan = {gid: idx for gid, idx in plan.items() if len(idx)}
@@ -653,7 +679,11 @@ class BasePruning:
             "filters": record.pruning_percent,
             "params": 1.0 - record.params / max(1, self._original_cost["params"]),
             "macs": 1.0 - record.macs / max(1.0, self._original_cost["macs"]),
+            "latency": 0.0,
         }
+        if self._latency_table is not None:  # the last step traced the new model
+            sizes = {"+".join(g.producers): g.size for g in self._trace(self._cache[0]).groups()}
+            values["latency"] = float(self._latency_table.predicted_reduction(sizes))
         return self._limits.reached(values, tolerance=1.0 / max(1, self._original_filters))
 
     def _checkpoint(self, model, iteration, factor, finished):
@@ -744,6 +774,20 @@ def _legacy_positional(args, nb_trained_for_epochs, maximum_prune_iterations, ma
         **given,
     }
     return values["nb_trained_for_epochs"], values["maximum_prune_iterations"], values["maximum_pruning_percent"]
+
+
+def _per_time_saved(scores, views, table):
+    """Scores normalized per group, divided by the group's time saved per channel relative to the
+    mean over the groups (a group missing from the table counts as the mean)."""
+    saved = {v.group.id: table.saved_per_channel(v.group) for v in views}
+    known = [max(s, 0.0) for s in saved.values() if s is not None]
+    mean = float(np.mean(known)) if known and np.mean(known) > 0 else 1.0
+    out = {}
+    for gid, s in scores.items():
+        scale = float(np.mean(np.abs(s)))
+        weight = mean if saved[gid] is None else max(saved[gid], 1e-3 * mean)
+        out[gid] = (s / scale if scale > 0 else s) / (weight / mean)
+    return out
 
 
 def _fmt(value):
