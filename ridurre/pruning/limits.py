@@ -134,7 +134,6 @@ class Budget:
             reductions["macs"] = 1.0 - macs / max(1.0, total) if total else 0.0
         return reductions
 
-
     def _latency(self, deleted):
         sizes = {}
         for group in self.trace.groups():
