@@ -437,7 +437,7 @@ def _comparison_rows(summaries, original_label="original"):
     columns = [("keras", b) for b in first["before"]["latency_ms"]]
     columns += [(rt, b) for rt, row in (first.get("runtimes") or {}).items() if rt != "keras" for b in row["before_ms"]]
     header = ["method", "params", "MACs (fewer)", f"{first['data']['split']} accuracy"]
-    header += [f"{'latency' if rt == 'keras' else rt} b={b} (speed-up)" for rt, b in columns]
+    header += [f"{rt} b={b} (speed-up)" for rt, b in columns]
 
     def before_ms(s, rt, b):
         return s["before"]["latency_ms"][b] if rt == "keras" else s["runtimes"][rt]["before_ms"][b]
