@@ -18,7 +18,9 @@ Verification:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
 import tempfile
 import time
@@ -270,6 +272,19 @@ def _export_saved_model(model, path, calibration):
 _EXPORTERS = {"litert": _export_litert, "onnx": _export_onnx, "saved_model": _export_saved_model}
 
 
+@contextlib.contextmanager
+def _root_logging_kept():
+    """tf2onnx and onnxruntime's quantization call ``logging.basicConfig`` when imported, which would
+    print every later log record a second time: the root logger is restored after them."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 def _check_path(path, fmt):
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"`path` must be a file path, got {type(path).__name__}.")
@@ -368,7 +383,9 @@ def export(
             os.remove(tmp)  # the converters write the file themselves
         else:
             os.rmdir(tmp)
-        _EXPORTERS[fmt](model, tmp, [x[:_CALIBRATION_SAMPLES] for x in calibration] if int8 else None)
+        with _root_logging_kept(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # np.object in Keras's tf2onnx shim
+            _EXPORTERS[fmt](model, tmp, [x[:_CALIBRATION_SAMPLES] for x in calibration] if int8 else None)
         verification = {"kind": "none"}
         if verify:
             run = load_runtime(tmp, fmt, threads=threads if fmt != "saved_model" else None)
