@@ -170,6 +170,8 @@ class LatencyResult:
         rounds: Interleaved rounds the calls were timed in.
         threads: CPU threads the runtime was allowed (``None``: not known).
         runtime: What ran the model: ``"keras"``, ``"litert"``, ``"onnx"``, ``"saved_model"``...
+        min_ms: The fastest timed call, milliseconds: on a shared machine, where other jobs only
+            ever add time, the least disturbed estimate of the work itself.
     """
 
     median_ms: float
@@ -181,6 +183,7 @@ class LatencyResult:
     rounds: int = 1
     threads: int | None = None
     runtime: str = "keras"
+    min_ms: float | None = None
 
     def to_dict(self) -> dict:
         """Return the result as a JSON-serialisable dict."""
@@ -595,6 +598,7 @@ def _result(times, batch_size, rounds, runner):
         rounds=rounds,
         threads=getattr(runner, "threads", None),
         runtime=getattr(runner, "runtime", "custom"),
+        min_ms=float(np.min(times)),
     )
 
 
