@@ -205,6 +205,7 @@ def runtime_summary(before, after, macs_reduction):
             "spread_ms": {},
             "speedup": {},
             "speedup_over_macs": {},
+            "fastest_speedup": {},
         }
         for batch, b in by_batch.items():
             a = after[runtime].get(batch)
