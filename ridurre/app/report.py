@@ -493,7 +493,7 @@ def comparison_markdown(summaries, wall=None, original_label="original"):
     if wall is not None:
         lines += [
             f"Wall time: {wall:.1f} s. Latency is measured on this machine (median of timed forward "
-            "passes in interleaved rounds), in Keras (`latency`) and in each runtime the models were "
+            "passes in interleaved rounds), in Keras and in each runtime the models were "
             "exported to, not estimated.",
             "",
         ]
