@@ -48,6 +48,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from helpers import randomize_weights  # noqa: E402
 
+from ridurre import channel_groups  # noqa: E402
 from ridurre.deploy import LatencyTable, choose_round_to, export, load_runtime, measure_deployed  # noqa: E402
 from ridurre.metrics import keras_runner, measure_runners, model_stats  # noqa: E402
 from ridurre.pruning import Pruner  # noqa: E402
@@ -163,7 +164,7 @@ def _lut(args):
     print("| pruned | MACs fewer | predicted speed-up (table) | measured ms | measured speed-up |")
     print("|---|---:|---:|---:|---:|")
     for name, m in models.items():
-        sizes = {"+".join(g.producers): g.size for g in __import__("ridurre").channel_groups(m)}
+        sizes = {g.key: g.size for g in channel_groups(m)}
         ms = latency[name][args.runtime][1].median_ms
         print(
             f"| {name} | {macs0 / model_stats(m).total_macs:.2f}x | {table.base_ms / table.predicted_ms(sizes):.2f}x | "

@@ -130,10 +130,6 @@ def measure_deployed(
     return latency, exports
 
 
-def _group_key(group):
-    return "+".join(group.producers)
-
-
 @dataclasses.dataclass
 class LatencyTable:
     """Measured latency saved per removed channel, per channel group, in one runtime.
@@ -150,8 +146,8 @@ class LatencyTable:
         batch_size: batch size of the timings.
         threads: threads the runtime used.
         base_ms: median latency of the unpruned model.
-        sizes: ``{group key: channels of the unpruned model}``; a group's key is its producers
-            joined by ``"+"``.
+        sizes: ``{group key: channels of the unpruned model}`` (``ChannelGroup.key``: its
+            producers joined by ``"+"``).
         saved_ms_per_channel: ``{group key: milliseconds saved per channel removed}`` (can be
             slightly negative within noise).
         removed: ``{group key: channels removed for the measurement}``.
@@ -217,8 +213,8 @@ class LatencyTable:
                 surgeon = Surgeon(model, trace=trace)
                 surgeon.delete_group_channels(group, np.arange(n))
                 variant = surgeon.operate()
-                runners[_group_key(group)], _ = runtime_runner(variant, runtime, tmp, f"g{i}", threads, verify=False)
-                removed[_group_key(group)] = n
+                runners[group.key], _ = runtime_runner(variant, runtime, tmp, f"g{i}", threads, verify=False)
+                removed[group.key] = n
             timed = measure_runners(runners, shapes, batch_sizes=(batch_size,), rounds=rounds, budget=budget)
         base = timed["base"][batch_size]
         return cls(
@@ -226,7 +222,7 @@ class LatencyTable:
             batch_size=batch_size,
             threads=base.threads,
             base_ms=base.median_ms,
-            sizes={_group_key(g): int(g.size) for g in chosen},
+            sizes={g.key: int(g.size) for g in chosen},
             saved_ms_per_channel={
                 key: (base.median_ms - timed[key][batch_size].median_ms) / n for key, n in removed.items()
             },
@@ -235,7 +231,7 @@ class LatencyTable:
 
     def saved_per_channel(self, group) -> float | None:
         """Milliseconds saved per channel removed from ``group`` (a ChannelGroup or a key)."""
-        key = group if isinstance(group, str) else _group_key(group)
+        key = group if isinstance(group, str) else group.key
         return self.saved_ms_per_channel.get(key)
 
     def predicted_ms(self, sizes) -> float:
@@ -250,7 +246,7 @@ class LatencyTable:
         """
         factor = 1.0
         for group, size in sizes.items():
-            key = group if isinstance(group, str) else _group_key(group)
+            key = group if isinstance(group, str) else group.key
             if key in self.sizes and self.base_ms > 0:
                 saved = max(0.0, self.saved_ms_per_channel[key]) * (self.sizes[key] - int(size))
                 factor *= max(0.0, 1.0 - saved / self.base_ms)

@@ -133,6 +133,12 @@ class ChannelGroup:
     positions: dict = field(repr=False, default_factory=dict)
     roots: np.ndarray = field(repr=False, default=None)
 
+    @property
+    def key(self) -> str:
+        """The group's name across models: its producers joined by ``"+"`` (layer names survive
+        surgery, group ids need not), e.g. the key of a measured latency table entry."""
+        return "+".join(self.producers)
+
     def channels_of(self, layer_name: str) -> list[np.ndarray]:
         """For each group channel, the output positions of ``layer_name`` that carry it."""
         index = self.positions[layer_name]

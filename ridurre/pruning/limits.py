@@ -138,7 +138,7 @@ class Budget:
         sizes = {}
         for group in self.trace.groups():
             gone = int(np.isin(group.roots, deleted).sum()) if len(deleted) else 0
-            sizes["+".join(group.producers)] = group.size - gone
+            sizes[group.key] = group.size - gone
         return float(self.latency_table.predicted_reduction(sizes))
 
 

@@ -682,7 +682,7 @@ class BasePruning:
             "latency": 0.0,
         }
         if self._latency_table is not None:  # the last step traced the new model
-            sizes = {"+".join(g.producers): g.size for g in self._trace(self._cache[0]).groups()}
+            sizes = {g.key: g.size for g in self._cache[1].groups()}
             values["latency"] = float(self._latency_table.predicted_reduction(sizes))
         return self._limits.reached(values, tolerance=1.0 / max(1, self._original_filters))
 
