@@ -48,6 +48,8 @@ STATS_EPILOG = """examples:
   ridurre stats model.keras --json | python -c "import json,sys; print(json.load(sys.stdin)['total_macs'])"
   ridurre stats pruned.keras --latency --compare original.keras      # Keras, LiteRT and ONNX Runtime
   ridurre stats model.keras --latency --runtimes keras,onnx --batch-sizes 1,32 --threads 1
+  ridurre stats model.keras --save-latency-table lut.json --runtimes litert --batch-sizes 1
+  ridurre prune --model model.keras --latency-table lut.json --ranking global --target-macs 0.5
 """
 
 EXPORT_EPILOG = """examples:
@@ -133,6 +135,15 @@ PRUNE_OPTIONS = [
         dict(choices=("local", "global"), help="local: every layer loses its share; global: one ranking"),
     ),
     (("--round-to",), "strategy.round_to", dict(type=int, metavar="K", help="keep channel counts multiples of K")),
+    (
+        ("--latency-table",),
+        "strategy.latency_table",
+        dict(
+            metavar="FILE",
+            help="a latency table (ridurre stats MODEL --save-latency-table FILE): --target-macs then means "
+            "measured latency, and --ranking global favours the groups that save the most time",
+        ),
+    ),
     (("--min-channels",), "strategy.min_channels", dict(type=int, metavar="K", help="never fewer channels per layer")),
     (
         ("--max-fraction-per-layer",),
@@ -242,6 +253,12 @@ def _add_stats(sub):
     )
     p.add_argument("--batch-sizes", default="1,32", help="with --latency: batch sizes (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=5, help="with --latency: interleaved rounds (default: %(default)s)")
+    p.add_argument(
+        "--save-latency-table",
+        metavar="FILE",
+        help="measure the time each channel group saves per channel in the first of --runtimes at the first of "
+        "--batch-sizes (one export per group) and save it for ridurre prune --latency-table",
+    )
     p.add_argument("--threads", type=int, help="with --latency: LiteRT / ONNX Runtime threads (default: all cores)")
     p.set_defaults(func=_run("ridurre.app.report", "stats_command"))
 

@@ -203,6 +203,7 @@ SCHEMA = {
         "max_fraction_per_layer": _number(0, 1, hi_open=False),
         "activation_kind": _choice("mean", "apoz"),
         "seed": _integer(0),
+        "latency_table": _string(),
     },
     "finetune": {
         "batch_size": _integer(1),
@@ -231,6 +232,7 @@ DEFAULTS = {
         "max_fraction_per_layer": None,
         "activation_kind": "mean",
         "seed": 0,
+        "latency_table": None,
     },
     "finetune": {"batch_size": 32, "learning_rate": 0.001},
     "layers": {"include": None, "exclude": None},

@@ -51,6 +51,7 @@ __all__ = [
     "make_compile_fn",
     "make_finetune_fn",
     "make_pruner",
+    "load_latency_table",
     "prune_model",
     "latency_ms",
     "measure_models",
@@ -155,6 +156,7 @@ def make_pruner(config, compile_fn, finetune_fn, data, output_dir=None, evaluate
     """
     ratio, target, step = config.limits()
     criterion = config.criterion()
+    table = load_latency_table(config["strategy.latency_table"])
     options = {}
     if "data" in criterion_class(criterion).needs:
         options["data"] = data.x_train[: config["data.activation_samples"]]
@@ -168,7 +170,9 @@ def make_pruner(config, compile_fn, finetune_fn, data, output_dir=None, evaluate
             criterion_options=options,
             maximum_prune_iterations=config["strategy.iterations"],
             maximum_pruning_percent=ratio,
-            max_macs_reduction=None if target is None else 1.0 - target,
+            max_macs_reduction=None if target is None or table is not None else 1.0 - target,
+            target_speedup=None if target is None or table is None else 1.0 / target,
+            latency_table=table,
             layers=config["layers.include"],
             exclude=config["layers.exclude"],
             min_channels=config["strategy.min_channels"],
@@ -182,6 +186,23 @@ def make_pruner(config, compile_fn, finetune_fn, data, output_dir=None, evaluate
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError("strategy", message=f"strategy: {exc}") from None
+
+
+def load_latency_table(path, flag="--latency-table"):
+    """The :class:`ridurre.deploy.LatencyTable` saved at ``path`` (``None`` for no path).
+
+    With a table, ``strategy.target_macs`` X becomes a measured-latency target: the run stops
+    when the table predicts ``1 / X`` times the original latency, and global ranking favours the
+    groups that save the most time per channel.
+    """
+    if not path:
+        return None
+    from ridurre.deploy import LatencyTable
+
+    try:
+        return LatencyTable.load(path)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(flag, message=f"{flag}: cannot read a latency table from {path}: {exc}") from None
 
 
 def prune_model(model, data, config, output_dir, progress, label=""):
@@ -345,6 +366,7 @@ def _validated_inputs(config):
         config["data.source"], config["data.normalize"], config["data.validation_split"], config["strategy.seed"]
     )
     check_data_fits(model, data)
+    load_latency_table(config["strategy.latency_table"])  # a bad table is bad input: before any write
     try:
         _graph.check_model(model)
     except TypeError as exc:

@@ -571,6 +571,39 @@ def _stats_latency(args, model, stats):
     return latency, macs
 
 
+def _save_latency_table(args, model):
+    from ridurre.app.deploy import parse_runtimes, usable_runtimes
+    from ridurre.deploy import LatencyTable
+
+    runtime = parse_runtimes(args.runtimes)[0]
+    if not usable_runtimes([runtime]):
+        raise ConfigError(
+            "--runtimes", message=f"--runtimes: {runtime} is not installed (pip install 'ridurre[deploy]')"
+        )
+    try:
+        batch = int(args.batch_sizes.split(",")[0])
+    except ValueError:
+        batch = 0
+    if batch < 1:
+        raise ConfigError(
+            "--batch-sizes", message=f"--batch-sizes: expected positive integers, got {args.batch_sizes!r}"
+        )
+    parent = os.path.dirname(os.path.abspath(args.save_latency_table))
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise ConfigError("--save-latency-table", message=f"--save-latency-table: cannot write in {parent}")
+    table = LatencyTable.build(model, runtime, batch_size=batch, threads=args.threads, rounds=args.rounds)
+    table.save(args.save_latency_table)
+    logger.info(
+        "Latency table of %d groups in %s (batch %d, %s threads, base %.3f ms) saved to %s",
+        len(table.sizes),
+        runtime,
+        batch,
+        table.threads,
+        table.base_ms,
+        args.save_latency_table,
+    )
+
+
 def _latency_table(latency, macs, title):
     from rich.table import Table
 
@@ -604,6 +637,8 @@ def stats_command(args):
     stats = model_stats(model)
     size = os.path.getsize(args.model)
     latency = macs = None
+    if getattr(args, "save_latency_table", None):
+        _save_latency_table(args, model)
     if getattr(args, "latency", False):
         latency, macs = _stats_latency(args, model, stats)
     elif getattr(args, "compare", None):

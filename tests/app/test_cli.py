@@ -420,3 +420,22 @@ def test_stats_latency_in_each_runtime_with_a_compared_model(capsys, tmp_path, m
     assert main(["stats", pruned_file, "--latency", "--runtimes", "tensorrt"]) == 2
     assert "--runtimes: expected comma-separated names" in capsys.readouterr().err
     assert main(["stats", pruned_file, "--compare", model_file]) == 2
+
+
+def test_a_saved_latency_table_drives_ridurre_prune(capsys, tmp_path, model_file):
+    table_file = tmp_path / "lut.json"
+    args = ["stats", model_file, "--save-latency-table", str(table_file), "--runtimes", "onnx", "--batch-sizes", "1"]
+    assert main([*args, "--rounds", "1", "--threads", "1"]) == 0
+    table = json.load(open(table_file))
+    assert table["runtime"] == "onnx" and table["threads"] == 1 and {"conv1", "conv2"} <= set(table["sizes"])
+    out = tmp_path / "run"
+    prune = ["prune", "--model", model_file, "--latency-table", str(table_file), "--ranking", "global"]
+    prune += ["--target-macs", "0.8", "--iterations", "2", "--finetune-epochs", "0", "--exclude", "predictions"]
+    assert main(PROGRESS_OFF + [*prune, "--runtimes", "keras", "--output", str(out)]) == 0, capsys.readouterr().err
+    saved = json.load(open(out / "config.json"))
+    assert saved["strategy"]["latency_table"] == str(table_file)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert main(["prune", "--model", model_file, "--latency-table", str(bad), "--output", str(tmp_path / "r2")]) == 2
+    assert "--latency-table: cannot read a latency table" in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()
