@@ -137,9 +137,12 @@ class LatencyTable:
     Built once per model and runtime (:meth:`build`): for every prunable group, a copy of the
     model with ``fraction`` of that group's channels deleted is timed against the unpruned model
     in the same interleaved rounds; the time saved divided by the channels removed is the
-    group's entry. The loop uses it (``BasePruning(..., latency_table=table)``) to rank groups
-    by time saved per channel and to predict a plan's latency (:meth:`predicted_ms`), so that
-    ``target_speedup`` means a measured speed-up rather than a MACs ratio.
+    group's entry. Both are the fastest of the timed calls: the entries are differences of a
+    few microseconds, and on a shared machine other jobs only ever add time to a call (measured
+    under a load average of 12, the medians gave negative savings for a third of VGG16's groups).
+    The loop uses it (``BasePruning(..., latency_table=table)``) to rank groups by time saved per
+    channel and to predict a plan's latency (:meth:`predicted_ms`), so that ``target_speedup``
+    means a measured speed-up rather than a MACs ratio.
 
     Attributes:
         runtime: where it was measured (``"keras"``, ``"litert"``, ``"onnx"``, ``"saved_model"``).
@@ -221,11 +224,9 @@ class LatencyTable:
             runtime=runtime,
             batch_size=batch_size,
             threads=base.threads,
-            base_ms=base.median_ms,
+            base_ms=base.min_ms,
             sizes={g.key: int(g.size) for g in chosen},
-            saved_ms_per_channel={
-                key: (base.median_ms - timed[key][batch_size].median_ms) / n for key, n in removed.items()
-            },
+            saved_ms_per_channel={key: (base.min_ms - timed[key][batch_size].min_ms) / n for key, n in removed.items()},
             removed=removed,
         )
 
@@ -293,7 +294,8 @@ def choose_round_to(
 
     For each candidate ``k``, every prunable group of ``model`` loses about ``fraction`` of its
     channels with its width rounded down to a multiple of ``k``; the variants are timed side by
-    side and compared by latency per MAC (the rounding changes the MACs a little). The smallest
+    side and compared by latency (their fastest call, as in :class:`LatencyTable`) per MAC (the
+    rounding changes the MACs a little). The smallest
     ``k`` whose latency per MAC is within ``tolerance`` of the best is returned, since a smaller
     multiple constrains the pruning less.
 
@@ -333,9 +335,9 @@ def choose_round_to(
         timed = measure_runners(runners, shapes, batch_sizes=(batch_size,), rounds=rounds, budget=budget)
     table = {
         k: {
-            "ms": timed[k][batch_size].median_ms,
+            "ms": timed[k][batch_size].min_ms,
             "macs": int(macs[k]),
-            "ms_per_gmac": timed[k][batch_size].median_ms / max(macs[k], 1) * 1e9,
+            "ms_per_gmac": timed[k][batch_size].min_ms / max(macs[k], 1) * 1e9,
         }
         for k in candidates
     }
