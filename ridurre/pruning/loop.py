@@ -395,6 +395,8 @@ class BasePruning:
         self._original_filters = _prunable_filters(original)
         self._original_sizes = {group.producers[0]: group.size for group in original.groups()}
         self._original_cost = self._cost(model)
+        if self._limits.latency is not None:
+            self._check_latency_target(original)
         factor = self._pruning_factor
         iteration = 0
         self.history = []
@@ -445,6 +447,19 @@ class BasePruning:
                 break
             iteration += 1
         return model, self._current_nb_of_epochs
+
+    def _check_latency_target(self, trace):
+        """Refuse a latency target the table says cannot be met: pruning would otherwise go on
+        until every eligible group is down to ``min_channels`` (as a table of noise does)."""
+        floor = {g.key: self._min_channels for g in trace.groups() if self.eligible(g)}
+        best = float(self._latency_table.predicted_reduction(floor))
+        if best < self._limits.latency - 1e-9:
+            raise ValueError(
+                f"the latency table predicts at most {1.0 / max(1e-9, 1.0 - best):.2f}x speed-up even with every "
+                f"eligible group down to {self._min_channels} channel(s), short of target_speedup="
+                f"{1.0 / (1.0 - self._limits.latency):.2f}: measure the table again (on a quiet machine) or lower "
+                "the target"
+            )
 
     # -- one step ----------------------------------------------------------------------------
     def _trace(self, model):

@@ -74,6 +74,9 @@ def test_target_speedup_with_a_table_limits_the_predicted_latency():
     sizes = _prune(model, latency_table=table, target_speedup=1.25, maximum_pruning_percent=None)
     predicted = table.predicted_ms(sizes)
     assert 10.0 / predicted <= 1.25 + 1e-9 and 10.0 / predicted > 1.2  # reached, never crossed
+    noise = _table({"small": -0.01, "big": 0.0})  # what a table measured on a busy machine can say
+    with pytest.raises(ValueError, match="the latency table predicts at most 1.00x speed-up"):
+        _prune(model, latency_table=noise, target_speedup=1.25, maximum_pruning_percent=None)
     with pytest.raises(TypeError, match="latency_table must be a ridurre.deploy.LatencyTable"):
         Pruner("l1", lambda m: None, None, 0, latency_table={"small": 1.0})
 
