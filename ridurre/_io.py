@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from typing import IO
@@ -21,6 +22,7 @@ import numpy as np
 __all__ = [
     "atomic_path",
     "atomic_writer",
+    "atomic_directory",
     "write_text_atomic",
     "save_npz_atomic",
     "save_model_atomic",
@@ -44,10 +46,10 @@ def _fsync_directory(directory: str) -> None:
         _fsync_path(directory)
 
 
-def _usual_mode() -> int:
+def _usual_mode(directory: bool = False) -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return (0o777 if directory else 0o666) & ~umask
 
 
 @contextlib.contextmanager
@@ -85,6 +87,47 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary directory beside ``path``; on success it takes ``path``'s place.
+
+    For writers that produce a directory (a TensorFlow SavedModel). An existing ``path`` is
+    moved aside first and removed only once the new directory is in place; on an exception the
+    temporary directory is removed and ``path`` is left as it was.
+
+    Example:
+        >>> import os, tempfile
+        >>> target = os.path.join(tempfile.mkdtemp(), "saved_model")
+        >>> with atomic_directory(target) as tmp:
+        ...     _ = open(os.path.join(tmp, "a.pb"), "w").write("x")
+        >>> os.listdir(target), leftover_temporaries(os.path.dirname(target))
+        (['a.pb'], [])
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=_TMP_MARK, dir=parent)
+    old = None
+    try:
+        yield tmp
+        os.chmod(tmp, _usual_mode(directory=True))  # mkdtemp creates 0700 directories
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old.", suffix=_TMP_MARK, dir=parent)
+            os.rmdir(old)
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if old is not None and not os.path.exists(path):
+                os.replace(old, path)
+            raise
+        _fsync_directory(parent)
+    finally:
+        for leftover in (tmp, old):
+            if leftover is not None and os.path.exists(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 @contextlib.contextmanager

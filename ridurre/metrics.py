@@ -78,7 +78,10 @@ __all__ = [
     "compare",
     "count_params",
     "layer_stats",
+    "backend_threads",
+    "keras_runner",
     "measure_latency",
+    "measure_runners",
     "model_size_bytes",
     "model_stats",
 ]
@@ -166,15 +169,21 @@ class ModelStats:
 
 @dataclasses.dataclass
 class LatencyResult:
-    """Measured inference latency, as returned by `measure_latency`.
+    """Measured inference latency, as returned by `measure_latency` and `measure_runners`.
 
     Attributes:
-        median_ms: Median wall-clock time of one forward pass, milliseconds.
+        median_ms: Median wall-clock time of one forward pass, milliseconds (over every timed
+            call of every round).
         p90_ms: 90th percentile of the forward-pass times, milliseconds.
         batch_size: Examples per forward pass.
-        repeats: Number of timed forward passes.
-        images_per_second: Throughput at the median, ``batch_size /
-            median``.
+        repeats: Number of timed forward passes (all rounds together).
+        images_per_second: Throughput at the median, ``batch_size / median``.
+        spread_ms: Interquartile range (75th - 25th percentile) of the timed calls, milliseconds.
+        rounds: Interleaved rounds the calls were timed in.
+        threads: CPU threads the runtime was allowed (``None``: not known).
+        runtime: What ran the model: ``"keras"``, ``"litert"``, ``"onnx"``, ``"saved_model"``...
+        min_ms: The fastest timed call, milliseconds: on a shared machine, where other jobs only
+            ever add time, the least disturbed estimate of the work itself.
     """
 
     median_ms: float
@@ -182,6 +191,11 @@ class LatencyResult:
     batch_size: int
     repeats: int
     images_per_second: float
+    spread_ms: float = 0.0
+    rounds: int = 1
+    threads: int | None = None
+    runtime: str = "keras"
+    min_ms: float | None = None
 
     def to_dict(self) -> dict:
         """Return the result as a JSON-serialisable dict."""
@@ -504,6 +518,167 @@ def model_size_bytes(model) -> int:
         return os.path.getsize(path)
 
 
+def _input_shapes(model, input_shape):
+    """The shapes (no batch axis) of ``model``'s inputs, checked; ``input_shape`` overrides them."""
+    if input_shape is None:
+        shapes = [_shape(t)[1:] for t in keras.tree.flatten(model.inputs)]
+        if any(d is None for s in shapes for d in s):
+            raise ValueError(
+                f"Model {model.name!r} has undefined input dimensions {shapes}:"
+                " pass `input_shape` (without the batch axis)."
+            )
+        return shapes
+    shapes = input_shape if isinstance(input_shape, list) else [input_shape]
+    for s in shapes:
+        if not isinstance(s, (tuple, list)) or not all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in s
+        ):
+            raise ValueError(
+                f"`input_shape` must be a tuple of positive ints without the batch axis, got {input_shape!r}."
+            )
+    return [tuple(int(d) for d in s) for s in shapes]
+
+
+def _random_inputs(shapes, batch_size, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((batch_size, *s)).astype("float32") for s in shapes]
+
+
+def backend_threads() -> int | None:
+    """CPU threads the Keras backend uses for one operation (``None`` when it does not say).
+
+    Example:
+        >>> threads = backend_threads()
+        >>> threads is None or threads >= 1
+        True
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.get_num_threads()
+    return None
+
+
+def keras_runner(model, compiled=True):
+    """A function ``run(inputs) -> [numpy outputs]`` timing-ready for `measure_runners`.
+
+    ``inputs`` is the list of input arrays. With ``compiled=True`` it calls
+    ``model.predict_on_batch`` (a ``tf.function`` on TensorFlow, a jitted function on JAX), which
+    is what deployed inference runs; otherwise the eager ``model(x, training=False)``. Outputs
+    are converted to NumPy, which waits for asynchronous backends. The function has the
+    attributes ``runtime = "keras"`` and ``threads`` (:func:`backend_threads`).
+
+    Example:
+        >>> import keras, numpy as np
+        >>> inputs = keras.Input((4,))
+        >>> run = keras_runner(keras.Model(inputs, keras.layers.Dense(3)(inputs)))
+        >>> [o.shape for o in run([np.zeros((2, 4), "float32")])], run.runtime
+        ([(2, 3)], 'keras')
+    """
+    _check_model(model)
+
+    def run(inputs):
+        x = inputs if len(inputs) > 1 else inputs[0]
+        outputs = model.predict_on_batch(x) if compiled else model(x, training=False)
+        return [keras.ops.convert_to_numpy(t) for t in keras.tree.flatten(outputs)]
+
+    run.runtime = "keras"
+    run.threads = backend_threads()
+    return run
+
+
+def _time_calls(fn, inputs, repeats):
+    times = np.empty(repeats)
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn(inputs)
+        times[i] = (time.perf_counter() - start) * 1000.0
+    return times
+
+
+def _result(times, batch_size, rounds, runner):
+    median = float(np.median(times))
+    q25, q75, p90 = np.percentile(times, [25, 75, 90])
+    return LatencyResult(
+        median_ms=median,
+        p90_ms=float(p90),
+        batch_size=batch_size,
+        repeats=len(times),
+        images_per_second=batch_size * 1000.0 / median if median > 0 else float("inf"),
+        spread_ms=float(q75 - q25),
+        rounds=rounds,
+        threads=getattr(runner, "threads", None),
+        runtime=getattr(runner, "runtime", "custom"),
+        min_ms=float(np.min(times)),
+    )
+
+
+def measure_runners(
+    runners, input_shapes, batch_sizes=(1, 32), rounds=5, budget=0.25, warmup=2, seed=0, on_round=None
+) -> dict:
+    """Time several ways of running models side by side: interleaved rounds, median and spread.
+
+    For each batch size, every runner is warmed up, its number of calls per round is chosen so
+    that one round takes about ``budget`` seconds (3 to 50 calls), and then ``rounds`` rounds
+    are run in which each runner takes its turn. A busy machine thus slows every runner alike
+    and their ratios stay meaningful. Each result pools the calls of all rounds.
+
+    Args:
+        runners: ``{name: run}``, ``run(inputs)`` taking the list of input arrays (e.g.
+            :func:`keras_runner`, or a runtime of :mod:`ridurre.deploy`). Its ``runtime`` and
+            ``threads`` attributes, when present, are stated in the results.
+        input_shapes: the shape of one example (no batch axis), or a list of them, one per input.
+        batch_sizes: the batch sizes to time.
+        rounds: interleaved rounds (positive int).
+        budget: seconds per runner per round, roughly.
+        warmup: untimed calls before timing (int >= 0).
+        seed: seed of the random float32 inputs (the same inputs for every runner).
+        on_round: optional ``fn()`` called after each runner's turn (progress bars).
+
+    Returns:
+        ``{name: {batch_size: LatencyResult}}``.
+
+    Example:
+        >>> import keras
+        >>> inputs = keras.Input((16,))
+        >>> wide = keras.Model(inputs, keras.layers.Dense(256)(inputs))
+        >>> narrow = keras.Model(inputs, keras.layers.Dense(8)(inputs))
+        >>> runs = {"wide": keras_runner(wide), "narrow": keras_runner(narrow)}
+        >>> out = measure_runners(runs, (16,), batch_sizes=(4,), rounds=2, budget=0.01)
+        >>> sorted(out), out["wide"][4].rounds, out["wide"][4].runtime
+        (['narrow', 'wide'], 2, 'keras')
+    """
+    if not isinstance(runners, dict) or not runners or not all(callable(r) for r in runners.values()):
+        raise TypeError("`runners` must be a non-empty dict {name: callable(inputs)}.")
+    shapes = input_shapes if isinstance(input_shapes, list) else [input_shapes]
+    shapes = [tuple(int(d) for d in s) for s in shapes]
+    rounds = _check_int(rounds, "rounds", 1)
+    warmup = _check_int(warmup, "warmup", 0)
+    batch_sizes = [_check_int(b, "batch_sizes", 1) for b in batch_sizes]
+    out = {name: {} for name in runners}
+    for batch in batch_sizes:
+        inputs = _random_inputs(shapes, batch, seed)
+        repeats = {}
+        for name, run in runners.items():
+            for _ in range(warmup):
+                run(inputs)
+            probe = float(np.median(_time_calls(run, inputs, 3)))
+            repeats[name] = int(np.clip(budget * 1000.0 / max(probe, 1e-3), 3, 50))
+        times = {name: [] for name in runners}
+        for _ in range(rounds):
+            for name, run in runners.items():
+                times[name].append(_time_calls(run, inputs, repeats[name]))
+                if on_round is not None:
+                    on_round()
+        for name, run in runners.items():
+            out[name][batch] = _result(np.concatenate(times[name]), batch, rounds, run)
+    return out
+
+
 def measure_latency(model, batch_size=1, input_shape=None, warmup=3, repeats=20, compiled=False) -> LatencyResult:
     """Measure the wall-clock inference time of ``model(x, training=False)``.
 
@@ -542,41 +717,8 @@ def measure_latency(model, batch_size=1, input_shape=None, warmup=3, repeats=20,
     batch_size = _check_int(batch_size, "batch_size", 1)
     warmup = _check_int(warmup, "warmup", 0)
     repeats = _check_int(repeats, "repeats", 1)
-    if input_shape is None:
-        shapes = [_shape(t)[1:] for t in keras.tree.flatten(model.inputs)]
-        if any(d is None for s in shapes for d in s):
-            raise ValueError(
-                f"Model {model.name!r} has undefined input dimensions {shapes}:"
-                " pass `input_shape` (without the batch axis)."
-            )
-    else:
-        shapes = input_shape if isinstance(input_shape, list) else [input_shape]
-        for s in shapes:
-            if not all(isinstance(d, (int, np.integer)) and d > 0 for d in s):
-                raise ValueError(
-                    f"`input_shape` must be a tuple of positive ints without the batch axis, got {input_shape!r}."
-                )
-    rng = np.random.default_rng(0)
-    xs = [rng.standard_normal((batch_size, *s)).astype("float32") for s in shapes]
-    x = xs if len(xs) > 1 else xs[0]
-
-    def run():
-        outputs = model.predict_on_batch(x) if compiled else model(x, training=False)
-        for tensor in keras.tree.flatten(outputs):
-            keras.ops.convert_to_numpy(tensor)
-
+    run = keras_runner(model, compiled=compiled)
+    inputs = _random_inputs(_input_shapes(model, input_shape), batch_size)
     for _ in range(warmup):
-        run()
-    times = np.empty(repeats)
-    for i in range(repeats):
-        start = time.perf_counter()
-        run()
-        times[i] = (time.perf_counter() - start) * 1000.0
-    median = float(np.median(times))
-    return LatencyResult(
-        median_ms=median,
-        p90_ms=float(np.percentile(times, 90)),
-        batch_size=batch_size,
-        repeats=repeats,
-        images_per_second=batch_size * 1000.0 / median if median > 0 else float("inf"),
-    )
+        run(inputs)
+    return _result(_time_calls(run, inputs, repeats), batch_size, 1, run)

@@ -111,7 +111,7 @@ def test_subpackages_form_layers():
         {"surgery", "metrics"},
         {"criteria"},
         {"scorefile", "pruning"},
-        {"sensitivity", "ssvep", "zoo"},
+        {"sensitivity", "ssvep", "zoo", "deploy"},
         {"app"},
     ]
     rank = {pkg: i for i, members in enumerate(layers) for pkg in members}

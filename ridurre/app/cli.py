@@ -46,6 +46,22 @@ x_test, y_test). The input model is never modified; outputs go to --output.
 STATS_EPILOG = """examples:
   ridurre stats model.keras
   ridurre stats model.keras --json | python -c "import json,sys; print(json.load(sys.stdin)['total_macs'])"
+  ridurre stats pruned.keras --latency --compare original.keras      # Keras, LiteRT and ONNX Runtime
+  ridurre stats model.keras --latency --runtimes keras,onnx --batch-sizes 1,32 --threads 1
+  ridurre stats model.keras --save-latency-table lut.json --runtimes litert --batch-sizes 1
+  ridurre prune --model model.keras --latency-table lut.json --ranking global --target-macs 0.5
+"""
+
+EXPORT_EPILOG = """examples:
+  ridurre export --model pruned.keras --format litert                 # writes pruned.tflite
+  ridurre export --model pruned.keras --format onnx --output model.onnx
+  ridurre export --model pruned.keras --format saved_model            # writes pruned_saved_model/
+  ridurre export --model pruned.keras --format litert --int8 --calibration-data digits
+
+every export is loaded in its runtime and compared with the Keras model before it takes its name
+(float: outputs within 1e-4 x max(1, |output|) + 1e-3 x |output|; int8: top-1 accuracy on the test
+split of the calibration data, at most --max-accuracy-drop lower). Nothing is written otherwise.
+Needs the deploy extra: pip install 'ridurre[deploy]'.
 """
 
 WORKFLOW_EPILOG = """examples:
@@ -128,6 +144,15 @@ PRUNE_OPTIONS = [
         dict(choices=("local", "global"), help="local: every layer loses its share; global: one ranking"),
     ),
     (("--round-to",), "strategy.round_to", dict(type=int, metavar="K", help="keep channel counts multiples of K")),
+    (
+        ("--latency-table",),
+        "strategy.latency_table",
+        dict(
+            metavar="FILE",
+            help="a latency table (ridurre stats MODEL --save-latency-table FILE): --target-macs then means "
+            "measured latency, and --ranking global favours the groups that save the most time",
+        ),
+    ),
     (("--min-channels",), "strategy.min_channels", dict(type=int, metavar="K", help="never fewer channels per layer")),
     (
         ("--max-fraction-per-layer",),
@@ -160,6 +185,15 @@ PRUNE_OPTIONS = [
         ),
     ),
     (("--output",), "output.dir", dict(metavar="DIR", help="output directory (default: ridurre_output)")),
+    (
+        ("--runtimes",),
+        "report.runtimes",
+        dict(
+            metavar="LIST",
+            help="where the report measures latency: keras, litert, onnx, saved_model (default: keras,litert,onnx; "
+            "those not installed are skipped)",
+        ),
+    ),
     (("--log-level",), "logging.level", dict(choices=("debug", "info", "warning", "error"))),
 ]
 
@@ -168,8 +202,9 @@ def _add_demo(sub):
     p = sub.add_parser(
         "demo",
         help="train, prune and compare on the bundled digits data",
-        description="Train a small CNN on scikit-learn's digits, prune it to 2x fewer MACs with "
-        "several methods and print a before/after table with measured latency.",
+        description="Train a small CNN on scikit-learn's digits upsampled to 32x32, prune it to 2x fewer MACs "
+        "with several methods, export every model to LiteRT and ONNX, and print a before/after table with the "
+        "latency measured in Keras, LiteRT and ONNX Runtime.",
         epilog=DEMO_EPILOG,
         formatter_class=_FORMAT,
     )
@@ -214,7 +249,57 @@ def _add_stats(sub):
     )
     p.add_argument("model", metavar="MODEL", help="a .keras model file")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument(
+        "--latency", action="store_true", help="also measure latency in Keras and in each runtime (exports the model)"
+    )
+    p.add_argument(
+        "--compare", metavar="MODEL", help="with --latency: time this model too (e.g. the original) and show speed-ups"
+    )
+    p.add_argument(
+        "--runtimes",
+        default="keras,litert,onnx",
+        help="with --latency: keras, litert, onnx, saved_model (default: %(default)s)",
+    )
+    p.add_argument("--batch-sizes", default="1,32", help="with --latency: batch sizes (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=5, help="with --latency: interleaved rounds (default: %(default)s)")
+    p.add_argument(
+        "--save-latency-table",
+        metavar="FILE",
+        help="measure the time each channel group saves per channel in the first of --runtimes at the first of "
+        "--batch-sizes (one export per group) and save it for ridurre prune --latency-table",
+    )
+    p.add_argument("--threads", type=int, help="with --latency: LiteRT / ONNX Runtime threads (default: all cores)")
     p.set_defaults(func=_run("ridurre.app.report", "stats_command"))
+
+
+def _add_export(sub):
+    p = sub.add_parser(
+        "export",
+        help="export a model to LiteRT, ONNX or a SavedModel (int8 too), verified",
+        description="Export a saved Keras model for a deployment runtime, optionally quantized to int8, "
+        "and check the export in that runtime against the Keras model.",
+        epilog=EXPORT_EPILOG,
+        formatter_class=_FORMAT,
+    )
+    p.add_argument("--model", required=True, metavar="MODEL", help="a .keras model file (never modified)")
+    p.add_argument(
+        "--format", default="litert", choices=("litert", "onnx", "saved_model"), help="the format (default: litert)"
+    )
+    p.add_argument("--output", metavar="PATH", help="the file or directory to write (default: beside the model)")
+    p.add_argument("--int8", action="store_true", help="quantize to int8 (needs --calibration-data)")
+    p.add_argument(
+        "--calibration-data", metavar="DATA", help="digits, mnist, cifar10 or an .npz with x (and y, x_test, y_test)"
+    )
+    p.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=0.02,
+        metavar="F",
+        help="int8: largest accepted drop of top-1 accuracy, a fraction (default: 0.02)",
+    )
+    p.add_argument("--no-verify", action="store_true", help="do not load and compare the export")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=_run("ridurre.app.deploy", "export_command"))
 
 
 def _add_workflow(sub):
@@ -339,6 +424,7 @@ def build_parser(chosen=None):
     _add_demo(sub)
     _add_prune(sub)
     _add_stats(sub)
+    _add_export(sub)
     _add_workflow(sub)
     for name in LAZY_COMMANDS:
         _add_lazy(sub, name, chosen)
@@ -426,7 +512,7 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command in ("demo", "prune", "stats", "workflow", "sensitivity"):
+    if args.command in ("demo", "prune", "stats", "export", "workflow", "sensitivity"):
         _import_keras_quietly()
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s", "%H:%M:%S"))

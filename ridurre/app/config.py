@@ -157,6 +157,17 @@ def _verify(v):
     raise ValueError("true, false or 'exact'")
 
 
+RUNTIMES = ("keras", "litert", "onnx", "saved_model")
+
+
+def _runtimes(v):
+    if isinstance(v, str):
+        v = [p.strip().lower() for p in v.split(",") if p.strip()]
+    if not isinstance(v, list) or not v or not all(isinstance(r, str) and r.lower() in RUNTIMES for r in v):
+        raise ValueError("a list of runtimes among " + ", ".join(RUNTIMES) + " (or a comma-separated string)")
+    return list(dict.fromkeys(r.lower() for r in v))
+
+
 def _patterns(v):
     if v is None:
         return None
@@ -193,6 +204,7 @@ SCHEMA = {
         "max_fraction_per_layer": _number(0, 1, hi_open=False),
         "activation_kind": _choice("mean", "apoz"),
         "seed": _integer(0),
+        "latency_table": _string(),
     },
     "finetune": {
         "batch_size": _integer(1),
@@ -200,6 +212,7 @@ SCHEMA = {
     },
     "layers": {"include": _patterns, "exclude": _patterns},
     "output": {"dir": _string(optional=False)},
+    "report": {"runtimes": _runtimes},
     "validation": {"verify": _verify, "dry_run": _boolean},
     "logging": {"level": _choice("debug", "info", "warning", "error")},
 }
@@ -221,10 +234,12 @@ DEFAULTS = {
         "max_fraction_per_layer": None,
         "activation_kind": "mean",
         "seed": 0,
+        "latency_table": None,
     },
     "finetune": {"batch_size": 32, "learning_rate": 0.001},
     "layers": {"include": None, "exclude": None},
     "output": {"dir": "ridurre_output"},
+    "report": {"runtimes": ["keras", "litert", "onnx"]},
     "validation": {"verify": True, "dry_run": False},
     "logging": {"level": "info"},
 }

@@ -37,6 +37,7 @@ from ridurre._io import file_sha256, save_model_atomic
 from ridurre._progress import Progress
 from ridurre.app import report as _report
 from ridurre.app.config import ConfigError
+from ridurre.app.deploy import measure_runtimes
 from ridurre.app.inputs import accuracy, check_data_fits, check_output_dir, eval_split, load_data, load_model_file
 from ridurre.app.report import fmt_pct
 from ridurre.app.runlog import attach_log_file, detach, log_failure
@@ -50,6 +51,7 @@ __all__ = [
     "make_compile_fn",
     "make_finetune_fn",
     "make_pruner",
+    "load_latency_table",
     "prune_model",
     "latency_ms",
     "measure_models",
@@ -155,6 +157,7 @@ def make_pruner(config, compile_fn, finetune_fn, data, output_dir=None, evaluate
     """
     ratio, target, step = config.limits()
     criterion = config.criterion()
+    table = load_latency_table(config["strategy.latency_table"])
     options = {}
     if "data" in criterion_class(criterion).needs:
         options["data"] = data.x_train[: config["data.activation_samples"]]
@@ -168,7 +171,9 @@ def make_pruner(config, compile_fn, finetune_fn, data, output_dir=None, evaluate
             criterion_options=options,
             maximum_prune_iterations=config["strategy.iterations"],
             maximum_pruning_percent=ratio,
-            max_macs_reduction=None if target is None else 1.0 - target,
+            max_macs_reduction=None if target is None or table is not None else 1.0 - target,
+            target_speedup=None if target is None or table is None else 1.0 / target,
+            latency_table=table,
             layers=config["layers.include"],
             exclude=config["layers.exclude"],
             min_channels=config["strategy.min_channels"],
@@ -183,6 +188,23 @@ def make_pruner(config, compile_fn, finetune_fn, data, output_dir=None, evaluate
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError("strategy", message=f"strategy: {exc}") from None
+
+
+def load_latency_table(path, flag="--latency-table"):
+    """The :class:`ridurre.deploy.LatencyTable` saved at ``path`` (``None`` for no path).
+
+    With a table, ``strategy.target_macs`` X becomes a measured-latency target: the run stops
+    when the table predicts ``1 / X`` times the original latency, and global ranking favours the
+    groups that save the most time per channel.
+    """
+    if not path:
+        return None
+    from ridurre.deploy import LatencyTable
+
+    try:
+        return LatencyTable.load(path)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(flag, message=f"{flag}: cannot read a latency table from {path}: {exc}") from None
 
 
 def prune_model(model, data, config, output_dir, progress, label=""):
@@ -280,30 +302,15 @@ def latency_ms(model, batch_size, input_shape, warmup=2, repeats=10):
     ).median_ms
 
 
-def measure_models(models, input_shape, batch_sizes=(256, 1), rounds=3, budget=0.5, progress=None):
-    """Measured latency (ms per compiled forward pass) of each model at each batch size.
-
-    Models are timed in turns (``rounds`` rounds of :func:`latency_ms`, interleaved so that a busy
-    machine slows them alike) and each keeps its fastest median. The number of repeats adapts so
-    that one measurement takes about ``budget`` seconds.
+def measure_models(models, batch_sizes=(256, 1), rounds=3, budget=0.5, progress=None, runtimes=("keras",)):
+    """Measured latency of each model in Keras and in each runtime of ``runtimes`` whose packages are
+    installed, timed side by side in interleaved rounds (:func:`ridurre.app.deploy.measure_runtimes`).
 
     Returns:
-        ``{name: {batch_size: milliseconds}}``.
+        ``{name: {runtime: {batch_size: LatencyResult}}}``.
     """
-    task = progress.add("measuring latency", total=rounds * len(models) * len(batch_sizes)) if progress else None
-    out = {name: {} for name in models}
-    for batch in batch_sizes:
-        repeats = {
-            name: int(np.clip(budget * 1000.0 / max(latency_ms(model, batch, input_shape, 3, 3), 1e-3), 5, 50))
-            for name, model in models.items()
-        }
-        for _ in range(rounds):
-            for name, model in models.items():
-                ms = latency_ms(model, batch, input_shape, warmup=1, repeats=repeats[name])
-                out[name][batch] = min(out[name].get(batch, float("inf")), ms)
-                if task is not None:
-                    progress.advance(task)
-    return out
+    runtimes = ["keras", *[r for r in runtimes if r != "keras"]]
+    return measure_runtimes(models, runtimes, batch_sizes=batch_sizes, rounds=rounds, budget=budget, progress=progress)
 
 
 def finish_run(run, data, config, output_dir, latency, model_path=None, sha_before=None, wall=None):
@@ -338,14 +345,17 @@ def finish_run(run, data, config, output_dir, latency, model_path=None, sha_befo
         fmt_pct(run.accuracy_before),
         fmt_pct(run.accuracy_after),
     )
-    for batch, speed in summary["speedup"].items():
-        logger.info(
-            "Latency at batch %s: %.2f ms -> %.2f ms (%.2fx faster, measured)",
-            batch,
-            summary["before"]["latency_ms"][batch],
-            summary["after"]["latency_ms"][batch],
-            speed,
-        )
+    for runtime, row in summary["runtimes"].items():
+        for batch, speed in row["speedup"].items():
+            logger.info(
+                "Latency in %s at batch %s: %.3f ms -> %.3f ms (%.2fx faster, measured; %.2f of the MACs reduction)",
+                runtime,
+                batch,
+                row["before_ms"][batch],
+                row["after_ms"][batch],
+                speed,
+                row["speedup_over_macs"][batch],
+            )
     logger.info("Wrote %s", os.path.join(output_dir, "reports", "report.md"))
     return summary
 
@@ -358,6 +368,7 @@ def _validated_inputs(config):
         config["data.source"], config["data.normalize"], config["data.validation_split"], config["strategy.seed"]
     )
     check_data_fits(model, data)
+    load_latency_table(config["strategy.latency_table"])  # a bad table is bad input: before any write
     try:
         _graph.check_model(model)
     except TypeError as exc:
@@ -395,7 +406,7 @@ def run_prune(config, console=None, progress_enabled=True):
         with Progress(progress_enabled) as progress:
             run = prune_model(model, data, config, output_dir, progress)
             latency = measure_models(
-                {"original": model, "pruned": run.pruned}, data.x_train.shape[1:], progress=progress
+                {"original": model, "pruned": run.pruned}, progress=progress, runtimes=config["report.runtimes"]
             )
         summary = finish_run(
             run,

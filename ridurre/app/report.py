@@ -16,6 +16,7 @@ import numpy as np
 
 from ridurre._io import file_sha256, write_text_atomic
 from ridurre.app import plots
+from ridurre.app.config import ConfigError
 from ridurre.app.inputs import load_model_file
 from ridurre.app.runlog import console
 from ridurre.criteria import criterion_class
@@ -26,6 +27,8 @@ __all__ = [
     "layer_rows",
     "build_summary",
     "render_report",
+    "runtime_summary",
+    "runtime_lines",
     "write_report",
     "write_run_outputs",
     "comparison_table",
@@ -117,7 +120,7 @@ def build_summary(
     steps += [
         {"step": r["iteration"] + 1, "params": r["params"], "macs": r["macs"], "accuracy": r["metric"]} for r in history
     ]
-    lat = {k: {str(b): float(ms) for b, ms in v.items()} for k, v in latency.items()}
+    lat = {k: {str(b): float(r.median_ms) for b, r in v["keras"].items()} for k, v in latency.items()}
     method = config["strategy.method"]
     summary = {
         "method": method,
@@ -158,6 +161,9 @@ def build_summary(
             "latency_ms": lat["pruned"],
         },
         "speedup": {b: lat["original"][b] / lat["pruned"][b] for b in lat["original"] if lat["pruned"].get(b)},
+        "runtimes": runtime_summary(
+            latency["original"], latency["pruned"], before.total_macs / max(1, after.total_macs)
+        ),
         "layers": layer_rows(before, after),
         "iterations": [
             {k: r[k] for k in ("iteration", "factor", "params", "macs", "filters", "metric", "seconds", "removed")}
@@ -174,6 +180,84 @@ def build_summary(
         "config": config.to_dict(),
     }
     return summary
+
+
+def runtime_summary(before, after, macs_reduction):
+    """Per runtime: latency before and after (median and interquartile spread), threads, realized
+    speed-up, and its ratio to the MACs reduction, from ``{runtime: {batch: LatencyResult}}`` of
+    the original and the pruned model (:func:`ridurre.deploy.measure_deployed`).
+
+    Example:
+        >>> from ridurre.metrics import LatencyResult
+        >>> r = lambda ms: {1: LatencyResult(ms, ms, 1, 10, 1000 / ms, 0.1, 3, 2, "onnx", min_ms=ms)}
+        >>> out = runtime_summary({"onnx": r(2.0)}, {"onnx": r(1.0)}, macs_reduction=2.5)
+        >>> out["onnx"]["speedup"], out["onnx"]["speedup_over_macs"], out["onnx"]["threads"]
+        ({'1': 2.0}, {'1': 0.8}, 2)
+    """
+    out = {}
+    for runtime, by_batch in before.items():
+        if runtime not in after:
+            continue
+        row = {
+            "threads": None,
+            "before_ms": {},
+            "after_ms": {},
+            "spread_ms": {},
+            "speedup": {},
+            "speedup_over_macs": {},
+            "fastest_speedup": {},
+        }
+        for batch, b in by_batch.items():
+            a = after[runtime].get(batch)
+            if a is None:
+                continue
+            key = str(batch)
+            speed = b.median_ms / a.median_ms if a.median_ms > 0 else None
+            row["threads"] = b.threads
+            row["rounds"] = b.rounds
+            row["before_ms"][key], row["after_ms"][key] = float(b.median_ms), float(a.median_ms)
+            row["spread_ms"][key] = [float(b.spread_ms), float(a.spread_ms)]
+            row["speedup"][key] = speed
+            row["speedup_over_macs"][key] = None if speed is None or not macs_reduction else speed / macs_reduction
+            row["fastest_speedup"][key] = b.min_ms / a.min_ms if b.min_ms and a.min_ms else None
+        out[runtime] = row
+    return out
+
+
+def runtime_lines(runtimes, macs_reduction):
+    """Markdown lines of the per-runtime latency table of a summary (see :func:`runtime_summary`)."""
+    if not runtimes:
+        return []
+    lines = [
+        "## Latency where the model runs",
+        "",
+        f"MACs: **{macs_reduction:.2f}x fewer**. Each runtime ran the exported model (verified against the Keras "
+        "model first); all of them were timed in the same interleaved rounds. Median, with the interquartile "
+        "range after ±.",
+        "",
+        "| runtime | threads | batch | before | after | speed-up | speed-up / MACs reduction "
+        "| fastest calls: speed-up |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for runtime, row in runtimes.items():
+        for batch, before in row["before_ms"].items():
+            spread = row["spread_ms"][batch]
+            ratio = row["speedup_over_macs"][batch]
+            fastest = row.get("fastest_speedup", {}).get(batch)
+            lines.append(
+                f"| {runtime} | {row['threads'] or 'n/a'} | {batch} | {before:.3f} ± {spread[0]:.3f} ms | "
+                f"{row['after_ms'][batch]:.3f} ± {spread[1]:.3f} ms | {row['speedup'][batch]:.2f}x | "
+                f"{'n/a' if ratio is None else f'{ratio:.2f}'} | {'n/a' if fastest is None else f'{fastest:.2f}x'} |"
+            )
+    lines += [
+        "",
+        "`keras` is the compiled forward pass (`predict_on_batch`); `litert` the LiteRT interpreter (XNNPACK); "
+        "`onnx` ONNX Runtime's CPU provider; `saved_model` TensorFlow running the exported SavedModel. The last "
+        "column compares each model's fastest call: on a shared machine other jobs only add time, so it is the "
+        "least disturbed estimate.",
+        "",
+    ]
+    return lines
 
 
 def fmt_int(v):
@@ -263,10 +347,11 @@ def render_report(summary):
     lines += [
         "",
         "Latency is the median wall-clock time of one compiled forward pass (`model.predict_on_batch`) "
-        "on random inputs on this machine, measured in interleaved rounds (the fastest round kept), not "
-        "estimated from MACs. At batch 1 fixed per-call overhead dominates small models.",
+        "on random inputs on this machine, measured in interleaved rounds, not estimated from MACs. At "
+        "batch 1 fixed per-call overhead dominates small models.",
         "",
     ]
+    lines += runtime_lines(summary.get("runtimes"), b["macs"] / max(1, a["macs"]))
     if summary.get("history"):
         lines += ["![history](../plots/history.png)", ""]
     lines += ["## Per layer", "", "| layer | class | channels | parameters | MACs |", "|---|---|---:|---:|---:|"]
@@ -352,22 +437,37 @@ def write_run_outputs(output_dir, run, summary):
 
 
 def _comparison_rows(summaries, original_label="original"):
-    """Header and rows (lists of strings) of the before/after comparison of several runs."""
+    """Header and rows (lists of strings) of the before/after comparison of several runs: params,
+    MACs, accuracy, then the latency and speed-up in each runtime at each batch size (Keras first)."""
     first = summaries[0]
-    batches = list(first["before"]["latency_ms"])
+    columns = [("keras", b) for b in first["before"]["latency_ms"]]
+    columns += [(rt, b) for rt, row in (first.get("runtimes") or {}).items() if rt != "keras" for b in row["before_ms"]]
     header = ["method", "params", "MACs (fewer)", f"{first['data']['split']} accuracy"]
-    header += [f"latency b={b} (speed-up)" for b in batches]
+    header += [f"{rt} b={b} (speed-up)" for rt, b in columns]
+
+    def before_ms(s, rt, b):
+        return s["before"]["latency_ms"][b] if rt == "keras" else s["runtimes"][rt]["before_ms"][b]
+
+    def after(s, rt, b):
+        if rt == "keras":
+            return s["after"]["latency_ms"][b], s["speedup"][b]
+        row = s.get("runtimes", {}).get(rt)
+        return (None, None) if row is None or b not in row["after_ms"] else (row["after_ms"][b], row["speedup"][b])
+
     b = first["before"]
     rows = [
         [original_label, fmt_int(b["params"]), f"{fmt_int(b['macs'])} (1.00x)", fmt_pct(b["accuracy"])]
-        + [f"{b['latency_ms'][k]:.2f} ms (1.00x)" for k in batches]
+        + [f"{before_ms(first, rt, k):.2f} ms (1.00x)" for rt, k in columns]
     ]
     for s in summaries:
         a = s["after"]
         fewer = b["macs"] / max(1, a["macs"])
+        cells = []
+        for rt, k in columns:
+            ms, speed = after(s, rt, k)
+            cells.append("n/a" if ms is None else f"{ms:.2f} ms ({speed:.2f}x)")
         rows.append(
-            [s["method"], fmt_int(a["params"]), f"{fmt_int(a['macs'])} ({fewer:.2f}x)", fmt_pct(a["accuracy"])]
-            + [f"{a['latency_ms'][k]:.2f} ms ({s['speedup'][k]:.2f}x)" for k in batches]
+            [s["method"], fmt_int(a["params"]), f"{fmt_int(a['macs'])} ({fewer:.2f}x)", fmt_pct(a["accuracy"])] + cells
         )
     return header, rows
 
@@ -393,7 +493,8 @@ def comparison_markdown(summaries, wall=None, original_label="original"):
     if wall is not None:
         lines += [
             f"Wall time: {wall:.1f} s. Latency is measured on this machine (median of timed forward "
-            "passes, best of interleaved rounds), not estimated.",
+            "passes in interleaved rounds), in Keras and in each runtime the models were "
+            "exported to, not estimated.",
             "",
         ]
     lines.append("| " + " | ".join(header) + " |")
@@ -437,8 +538,97 @@ def plan_table(rows, before, after, config, iterations):
     return table
 
 
+def _stats_latency(args, model, stats):
+    """The ``--latency`` part of ``ridurre stats``: ``{name: {runtime: {batch: LatencyResult}}}``
+    and the MACs of the models timed."""
+    from ridurre.app.deploy import parse_runtimes
+    from ridurre.metrics import model_stats
+
+    runtimes = parse_runtimes(args.runtimes)
+    try:
+        batches = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    except ValueError:
+        batches = []
+    if not batches or any(b < 1 for b in batches):
+        raise ConfigError(
+            "--batch-sizes", message=f"--batch-sizes: expected positive integers, got {args.batch_sizes!r}"
+        )
+    if args.rounds < 1 or (args.threads is not None and args.threads < 1):
+        raise ConfigError("--rounds", message="--rounds and --threads: expected positive integers")
+    models, macs = {}, {}
+    if args.compare:
+        other = load_model_file(args.compare, flag="--compare")
+        if [tuple(t.shape[1:]) for t in other.inputs] != [tuple(t.shape[1:]) for t in model.inputs]:
+            raise ConfigError("--compare", message=f"--compare: {args.compare} takes other inputs than {args.model}")
+        models["compared"], macs["compared"] = other, model_stats(other).total_macs
+    models["model"], macs["model"] = model, stats.total_macs
+    from ridurre.app.deploy import usable_runtimes
+    from ridurre.deploy import measure_deployed
+
+    latency, _ = measure_deployed(
+        models, usable_runtimes(runtimes) or ["keras"], batch_sizes=batches, rounds=args.rounds, threads=args.threads
+    )
+    return latency, macs
+
+
+def _save_latency_table(args, model):
+    from ridurre.app.deploy import parse_runtimes, usable_runtimes
+    from ridurre.deploy import LatencyTable
+
+    runtime = parse_runtimes(args.runtimes)[0]
+    if not usable_runtimes([runtime]):
+        raise ConfigError(
+            "--runtimes", message=f"--runtimes: {runtime} is not installed (pip install 'ridurre[deploy]')"
+        )
+    try:
+        batch = int(args.batch_sizes.split(",")[0])
+    except ValueError:
+        batch = 0
+    if batch < 1:
+        raise ConfigError(
+            "--batch-sizes", message=f"--batch-sizes: expected positive integers, got {args.batch_sizes!r}"
+        )
+    parent = os.path.dirname(os.path.abspath(args.save_latency_table))
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise ConfigError("--save-latency-table", message=f"--save-latency-table: cannot write in {parent}")
+    table = LatencyTable.build(model, runtime, batch_size=batch, threads=args.threads, rounds=args.rounds)
+    table.save(args.save_latency_table)
+    logger.info(
+        "Latency table of %d groups in %s (batch %d, %s threads, base %.3f ms) saved to %s",
+        len(table.sizes),
+        runtime,
+        batch,
+        table.threads,
+        table.base_ms,
+        args.save_latency_table,
+    )
+
+
+def _latency_table(latency, macs, title):
+    from rich.table import Table
+
+    table = Table(title=title)
+    compared = "compared" in latency
+    cols = ["runtime", "threads", "batch", "latency (median ± IQR)"]
+    if compared:
+        cols += ["compared model", "speed-up", "speed-up / MACs reduction"]
+    for col in cols:
+        table.add_column(col, justify="left" if col == "runtime" else "right", no_wrap=True)
+    reduction = macs["compared"] / max(1, macs["model"]) if compared else None
+    for runtime, by_batch in latency["model"].items():
+        for batch, r in by_batch.items():
+            row = [runtime, str(r.threads or "n/a"), str(batch), f"{r.median_ms:.3f} ± {r.spread_ms:.3f} ms"]
+            if compared:
+                c = latency["compared"][runtime][batch]
+                speed = c.median_ms / r.median_ms
+                row += [f"{c.median_ms:.3f} ± {c.spread_ms:.3f} ms", f"{speed:.2f}x", f"{speed / reduction:.2f}"]
+            table.add_row(*row)
+    return table
+
+
 def stats_command(args):
-    """``ridurre stats MODEL [--json]``: layers, channels, params, MACs and size on disk."""
+    """``ridurre stats MODEL [--json] [--latency [--compare OTHER]]``: layers, channels, params, MACs,
+    size on disk and, with ``--latency``, the latency in Keras and each runtime."""
     from rich.table import Table
 
     from ridurre.metrics import model_stats
@@ -446,9 +636,21 @@ def stats_command(args):
     model = load_model_file(args.model, flag="MODEL")
     stats = model_stats(model)
     size = os.path.getsize(args.model)
+    latency = macs = None
+    if getattr(args, "save_latency_table", None):
+        _save_latency_table(args, model)
+    if getattr(args, "latency", False):
+        latency, macs = _stats_latency(args, model, stats)
+    elif getattr(args, "compare", None):
+        raise ConfigError("--compare", message="--compare: only used with --latency")
     if args.json:
         out = stats.to_dict()
         out.update({"model": model.name, "path": args.model, "size_bytes": size})
+        if latency is not None:
+            out["latency"] = {
+                name: {rt: {str(b): r.to_dict() for b, r in v.items()} for rt, v in by_rt.items()}
+                for name, by_rt in latency.items()
+            }
         print(json.dumps(out))
         return 0
     table = Table(title=f"{model.name} ({args.model}, {fmt_bytes(size)} on disk); shapes without the batch axis")
@@ -469,4 +671,7 @@ def stats_command(args):
     out.print(table)
     if stats.uncounted:
         out.print(f"note: MACs of {', '.join(stats.uncounted)} are not counted: the total is a lower bound")
+    if latency is not None:
+        title = f"latency of {args.model}" + (f" vs {args.compare}" if args.compare else "")
+        out.print(_latency_table(latency, macs, title + " (interleaved rounds, this machine)"))
     return 0

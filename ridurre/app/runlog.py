@@ -42,5 +42,5 @@ def console():
 
     out = Console()
     if not out.is_terminal:
-        out.width = max(out.width, 120)
+        out.width = max(out.width, 220)  # the latency of each runtime makes wide tables
     return out

@@ -25,18 +25,17 @@ __all__ = ["STAGES", "train_model", "run_workflow"]
 logger = logging.getLogger("ridurre")
 
 
-def train_model(arch, data, epochs, seed, progress, batch_size=32, width=32):
-    """A seeded ``small_cnn`` (``width`` and ``2 * width`` filters, 128 units) or ``small_resnet``
-    (``width`` filters, 2 blocks) for ``data``'s input shape and classes, compiled with Adam and
-    trained for ``epochs`` epochs."""
+def train_model(arch, data, epochs, seed, progress, batch_size=32, width=32, blocks=2):
+    """A seeded ``small_cnn`` (``blocks`` convolutions of ``width``, ``2 * width``, ... filters, 128
+    units) or ``small_resnet`` (``width`` filters, ``blocks`` blocks) for ``data``'s input shape and
+    classes, compiled with Adam and trained for ``epochs`` epochs."""
     keras.utils.set_random_seed(seed)
     shape = tuple(data.x_train.shape[1:])
     if arch == "small_resnet":
-        model = models.small_resnet(input_shape=shape, num_classes=data.num_classes, filters=width, blocks=2)
+        model = models.small_resnet(input_shape=shape, num_classes=data.num_classes, filters=width, blocks=blocks)
     else:
-        model = models.small_cnn(
-            input_shape=shape, num_classes=data.num_classes, filters=(width, 2 * width), dense_units=128
-        )
+        filters = tuple(width * 2**i for i in range(blocks))
+        model = models.small_cnn(input_shape=shape, num_classes=data.num_classes, filters=filters, dense_units=128)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     val = (data.x_val, data.y_val) if len(data.x_val) else None
     model.fit(

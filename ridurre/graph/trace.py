@@ -179,6 +179,12 @@ class ChannelGroup:
     kind: str = "channels"
     reasons: tuple = ()
 
+    @property
+    def key(self) -> str:
+        """The group's name across models: its producers joined by ``"+"`` (layer names survive
+        surgery, group ids need not), e.g. the key of a measured latency table entry."""
+        return "+".join(self.producers)
+
     def channels_of(self, layer_name: str) -> list[np.ndarray]:
         """For each group channel, the output positions of ``layer_name`` that carry it."""
         index = self.positions[layer_name]

@@ -15,7 +15,7 @@ from ridurre.surgery import plan_layers
 
 __all__ = ["Limits", "Budget", "fit_to_limits"]
 
-_KINDS = ("filters", "params", "macs")
+_KINDS = ("filters", "params", "macs", "latency")
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class Limits:
         filters: output channels of the prunable layers (``maximum_pruning_percent``).
         params: parameters (``max_params_reduction``).
         macs: multiply-accumulates (``max_macs_reduction``, ``1 - 1/target_speedup``).
+        latency: latency predicted by a measured latency table (``target_speedup`` with a
+            ``latency_table``: ``1 - 1/target_speedup``).
 
     Example:
         >>> limits = Limits(filters=0.5)
@@ -36,6 +38,7 @@ class Limits:
     filters: float | None = None
     params: float | None = None
     macs: float | None = None
+    latency: float | None = None
 
     @property
     def any(self) -> bool:
@@ -72,10 +75,13 @@ class Budget:
         stats: its :class:`ridurre.metrics.ModelStats` (``None`` when no params/MACs limit is set).
         original_filters: filters of the original model's prunable layers.
         original: ``{"params": ..., "macs": ...}`` of the original model.
+        latency_table: optional measured table (:class:`ridurre.deploy.LatencyTable`, or any
+            object with ``predicted_reduction({group key: channels})``) for the latency share.
     """
 
-    def __init__(self, trace, stats, original_filters, original):
+    def __init__(self, trace, stats, original_filters, original, latency_table=None):
         self.trace = trace
+        self.latency_table = latency_table
         self.original_filters = original_filters
         self.original = original
         self.layer_macs = {} if stats is None else {row.name: row.macs for row in stats.layers if row.macs}
@@ -119,12 +125,24 @@ class Budget:
                 old = self.kernel_sizes.get(use.path, 0)
                 new = sum(s for k, s in sizes.items() if "kernel" in k)
                 macs += base * (new / old if old else 1.0)
-        reductions = {"filters": 1.0 - filters / max(1, self.original_filters), "params": 0.0, "macs": 0.0}
+        reductions = {
+            "filters": 1.0 - filters / max(1, self.original_filters),
+            "params": 0.0,
+            "macs": 0.0,
+            "latency": 0.0 if self.latency_table is None else self._latency(deleted),
+        }
         if plans is not None:
             reductions["params"] = 1.0 - params / max(1, self.original["params"])
             total = self.original["macs"]
             reductions["macs"] = 1.0 - macs / max(1.0, total) if total else 0.0
         return reductions
+
+    def _latency(self, deleted):
+        sizes = {}
+        for group in self.trace.groups():
+            gone = int(np.isin(group.roots, deleted).sum()) if len(deleted) else 0
+            sizes[group.key] = group.size - gone
+        return float(self.latency_table.predicted_reduction(sizes))
 
 
 def fit_to_limits(plan, budget, limits, round_to=None):

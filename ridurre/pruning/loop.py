@@ -188,6 +188,11 @@ class BasePruning:
             criterion). ``"l1"``/``"l2"`` score a head by its query, key, value and output
             weights, ``"activation_mean"`` by its mean contribution to the attention output.
         head_criterion_options: arguments of the head criterion (``{"data": x}``).
+        latency_table: a measured :class:`ridurre.deploy.LatencyTable` of the original model in
+            the runtime you deploy to. Global ranking then divides each channel's (normalized)
+            score by its group's relative time saved per channel, so groups that cost time go
+            first, and ``target_speedup`` limits the latency the table predicts instead of the
+            MACs.
     """
 
     criterion = None
@@ -224,6 +229,7 @@ class BasePruning:
         head_pruning_factor=None,
         head_criterion=None,
         head_criterion_options=None,
+        latency_table=None,
     ):
         if args:
             nb_trained_for_epochs, maximum_prune_iterations, maximum_pruning_percent = _legacy_positional(
@@ -248,11 +254,25 @@ class BasePruning:
                 or not target_speedup > 1
             ):
                 raise ValueError(f"target_speedup must be a number > 1, got {target_speedup!r}")
-            max_macs_reduction = 1.0 - 1.0 / float(target_speedup)
+        if latency_table is not None and not all(
+            callable(getattr(latency_table, m, None)) for m in ("predicted_reduction", "saved_per_channel")
+        ):
+            raise TypeError(
+                "latency_table must be a ridurre.deploy.LatencyTable (predicted_reduction, saved_per_channel), "
+                f"got {type(latency_table).__name__}"
+            )
+        self._latency_table = latency_table
+        latency_limit = None
+        if target_speedup is not None:
+            if latency_table is None:
+                max_macs_reduction = 1.0 - 1.0 / float(target_speedup)
+            else:
+                latency_limit = 1.0 - 1.0 / float(target_speedup)
         self._limits = Limits(
             filters=check_fraction(maximum_pruning_percent, "maximum_pruning_percent"),
             params=check_fraction(max_params_reduction, "max_params_reduction"),
             macs=check_fraction(max_macs_reduction, "max_macs_reduction"),
+            latency=latency_limit,
         )
         self._include = LayerPatterns.parse(layers, "layers")
         self._exclude = LayerPatterns.parse(exclude, "exclude")
@@ -435,6 +455,8 @@ class BasePruning:
         self._original_filters = _prunable_filters(original)
         self._original_sizes = {group.producers[0]: group.size for group in original.groups()}
         self._original_cost = self._cost(model)
+        if self._limits.latency is not None:
+            self._check_latency_target(original)
         factor = self._pruning_factor
         iteration = 0
         self.history = []
@@ -485,6 +507,19 @@ class BasePruning:
                 break
             iteration += 1
         return model, self._current_nb_of_epochs
+
+    def _check_latency_target(self, trace):
+        """Refuse a latency target the table says cannot be met: pruning would otherwise go on
+        until every eligible group is down to ``min_channels`` (as a table of noise does)."""
+        floor = {g.key: self._min_channels for g in trace.groups() if self.eligible(g)}
+        best = float(self._latency_table.predicted_reduction(floor))
+        if best < self._limits.latency - 1e-9:
+            raise ValueError(
+                f"the latency table predicts at most {1.0 / max(1e-9, 1.0 - best):.2f}x speed-up even with every "
+                f"eligible group down to {self._min_channels} channel(s), short of target_speedup="
+                f"{1.0 / (1.0 - self._limits.latency):.2f}: measure the table again (on a quiet machine) or lower "
+                "the target"
+            )
 
     # -- one step ----------------------------------------------------------------------------
     def _trace(self, model):
@@ -555,8 +590,9 @@ class BasePruning:
         return np.sort(chosen)
 
     def _plan_global(self, views, factor):
-        """One ranking over all groups (scores normalized per group), within per-group bounds;
-        heads are not ranked against channels: each attention layer loses its share."""
+        """One ranking over all groups (scores normalized per group, or weighted by the time a
+        channel saves with a latency table), within per-group bounds; heads are not ranked
+        against channels: each attention layer loses its share."""
         heads = [v for v in views if v.group.kind in HEAD_KINDS]
         views = [v for v in views if v.group.kind not in HEAD_KINDS]
         bounded = {}
@@ -568,7 +604,12 @@ class BasePruning:
             return bounded
         scores = {v.group.id: np.asarray(self.score_channels(v), dtype=np.float64) for v in views}
         total = sum(self._wanted(v.group, factor) for v in views)
-        plan = _selection.allocate_global(scores, total, min_channels=self._min_channels, round_to=self._round_to)
+        normalize = True
+        if self._latency_table is not None:
+            scores, normalize = _per_time_saved(scores, views, self._latency_table), False
+        plan = _selection.allocate_global(
+            scores, total, min_channels=self._min_channels, round_to=self._round_to, normalize=normalize
+        )
         for view in views:
             idx = np.asarray(plan.get(view.group.id, []), dtype=np.int64)
             cap = self._bounds(view.group)
@@ -612,6 +653,7 @@ class BasePruning:
                 self._model_stats(model) if self._limits.costs else None,
                 self._original_filters,
                 self._original_cost,
+                self._latency_table,
             )
             plan = fit_to_limits(plan, budget, self._limits, self._round_to)
         plan = {gid: idx for gid, idx in plan.items() if len(idx)}
@@ -744,7 +786,11 @@ class BasePruning:
             "filters": record.pruning_percent,
             "params": 1.0 - record.params / max(1, self._original_cost["params"]),
             "macs": 1.0 - record.macs / max(1.0, self._original_cost["macs"]),
+            "latency": 0.0,
         }
+        if self._latency_table is not None:  # the last step traced the new model
+            sizes = {g.key: g.size for g in self._cache[1].groups()}
+            values["latency"] = float(self._latency_table.predicted_reduction(sizes))
         return self._limits.reached(values, tolerance=1.0 / max(1, self._original_filters))
 
     def _checkpoint(self, model, iteration, factor, finished):
@@ -835,6 +881,20 @@ def _legacy_positional(args, nb_trained_for_epochs, maximum_prune_iterations, ma
         **given,
     }
     return values["nb_trained_for_epochs"], values["maximum_prune_iterations"], values["maximum_pruning_percent"]
+
+
+def _per_time_saved(scores, views, table):
+    """Scores normalized per group, divided by the group's time saved per channel relative to the
+    mean over the groups (a group missing from the table counts as the mean)."""
+    saved = {v.group.id: table.saved_per_channel(v.group) for v in views}
+    known = [max(s, 0.0) for s in saved.values() if s is not None]
+    mean = float(np.mean(known)) if known and np.mean(known) > 0 else 1.0
+    out = {}
+    for gid, s in scores.items():
+        scale = float(np.mean(np.abs(s)))
+        weight = mean if saved[gid] is None else max(saved[gid], 1e-3 * mean)
+        out[gid] = (s / scale if scale > 0 else s) / (weight / mean)
+    return out
 
 
 def _fmt(value):

@@ -41,11 +41,11 @@ def _sha(path):
 def test_help_lists_every_command(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("demo", "prune", "stats", "workflow", "prune-scores", "sensitivity"):
+    for command in ("demo", "prune", "stats", "export", "workflow", "prune-scores", "sensitivity"):
         assert command in out
 
 
-@pytest.mark.parametrize("command", ["demo", "prune", "stats", "workflow"])
+@pytest.mark.parametrize("command", ["demo", "prune", "stats", "export", "workflow"])
 def test_each_command_has_help_with_examples(capsys, command):
     assert main([command, "--help"]) == 0
     out = capsys.readouterr().out
@@ -151,6 +151,14 @@ def test_prune_end_to_end_with_file_env_and_cli(capsys, monkeypatch, tmp_path, m
     summary = json.load(open(out / "reports" / "summary.json"))
     assert summary["after"]["params"] < summary["before"]["params"]
     assert all(ms > 0 for ms in summary["after"]["latency_ms"].values())
+    # latency in each installed runtime, with the realized speed-up next to the MACs reduction
+    assert {"keras", "litert", "onnx"} <= set(summary["runtimes"])
+    for row in summary["runtimes"].values():
+        assert set(row["speedup"]) == {"256", "1"} and row["threads"] >= 1
+        fewer = summary["before"]["macs"] / summary["after"]["macs"]
+        assert row["speedup_over_macs"]["1"] == pytest.approx(row["speedup"]["1"] / fewer)
+    assert "## Latency where the model runs" in text and "| litert |" in text and "| onnx |" in text
+    assert "Exported original to litert" in log
     assert summary["model"]["unchanged"] is True and _sha(model_file) == before
     assert "predictions" not in {k for it in summary["iterations"] for k in it["removed"]}
     final = keras.models.load_model(out / "models" / "final.keras", safe_mode=True)
@@ -338,3 +346,99 @@ def test_finetuning_reuses_the_models_compile_config_or_a_default(model_file):
     assert how.startswith("default (Adam")
     compile_fn(fresh)
     assert fresh.loss == "sparse_categorical_crossentropy"
+
+
+# ----------------------------------------------------------------------------- export and latency
+
+
+@pytest.mark.parametrize("fmt, name", [("litert", "tiny.tflite"), ("onnx", "tiny.onnx"), ("saved_model", "tiny_sm")])
+def test_export_writes_a_verified_model(capsys, tmp_path, model_file, fmt, name):
+    out = tmp_path / name
+    before = _sha(model_file)
+    assert main(["export", "--model", model_file, "--format", fmt, "--output", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["format"] == fmt and result["path"] == str(out) and out.exists()
+    assert result["verification"]["max_abs_error"] <= result["verification"]["atol"]
+    assert _sha(model_file) == before
+
+
+def test_export_int8_with_calibration_data_reports_accuracy(capsys, tmp_path, model_file):
+    out = tmp_path / "tiny8.tflite"
+    args = ["export", "--model", model_file, "--int8", "--calibration-data", "digits", "--output", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert f"Wrote {out} (litert, int8" in text and "int8 accuracy" in text and "on 359 examples" in text
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--int8"], "--int8: needs --calibration-data"),
+        (["--calibration-data", "digits"], "--calibration-data: only used with --int8"),
+        (["--format", "onnx", "--output", "OUT/m.tflite"], "must end with '.onnx'"),
+        (["--int8", "--calibration-data", "OUT/none.npz"], "--calibration-data: no such data file"),
+        (["--int8", "--calibration-data", "mnist_like"], "--calibration-data: cannot load data"),
+        (["--max-accuracy-drop", "2"], "--max-accuracy-drop: expected a number in [0, 1)"),
+    ],
+)
+def test_export_bad_input_exits_2_and_writes_nothing(capsys, tmp_path, model_file, extra, message):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    extra = [e.replace("OUT", str(out_dir)) for e in extra]
+    if "--output" not in extra:
+        extra += ["--output", str(out_dir / "m.tflite")]
+    assert main(["export", "--model", model_file, *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert os.listdir(out_dir) == []
+
+
+def test_export_refuses_a_missing_model_and_overwriting_the_input(capsys, tmp_path, model_file):
+    assert main(["export", "--model", str(tmp_path / "nope.keras")]) == 2
+    assert "--model: no such model file" in capsys.readouterr().err
+    assert main(["export", "--model", model_file, "--output", model_file]) == 2
+    assert "is the input model" in capsys.readouterr().err
+
+
+def test_stats_latency_in_each_runtime_with_a_compared_model(capsys, tmp_path, model_file):
+    from ridurre.surgery import delete_channels
+
+    model = keras.models.load_model(model_file)
+    pruned = delete_channels(model, "conv2", list(range(8)))
+    pruned_file = str(tmp_path / "pruned.keras")
+    pruned.save(pruned_file)
+    args = ["stats", pruned_file, "--latency", "--compare", model_file, "--runtimes", "keras,onnx"]
+    assert main([*args, "--batch-sizes", "1,4", "--rounds", "2", "--threads", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["latency"]) == {"model", "compared"}
+    for name in ("model", "compared"):
+        assert set(out["latency"][name]) == {"keras", "onnx"}
+        assert set(out["latency"][name]["onnx"]) == {"1", "4"}
+        assert out["latency"][name]["onnx"]["1"]["threads"] == 1 and out["latency"][name]["onnx"]["1"]["rounds"] == 2
+    assert main([*args, "--rounds", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "speed-up / MACs reduction" in text and "onnx" in text
+    assert main(["stats", pruned_file, "--latency", "--runtimes", "tensorrt"]) == 2
+    assert "--runtimes: expected comma-separated names" in capsys.readouterr().err
+    assert main(["stats", pruned_file, "--compare", model_file]) == 2
+
+
+def test_a_saved_latency_table_drives_ridurre_prune(capsys, tmp_path, model_file):
+    table_file = tmp_path / "lut.json"
+    args = ["stats", model_file, "--save-latency-table", str(table_file), "--runtimes", "onnx", "--batch-sizes", "1"]
+    assert main([*args, "--rounds", "1", "--threads", "1"]) == 0
+    table = json.load(open(table_file))
+    assert table["runtime"] == "onnx" and table["threads"] == 1 and {"conv1", "conv2"} <= set(table["sizes"])
+    # the timings of this busy machine are noise; the wiring is tested with savings that can reach the target
+    table["saved_ms_per_channel"] = {key: 0.5 * table["base_ms"] / size for key, size in table["sizes"].items()}
+    table_file.write_text(json.dumps(table))
+    out = tmp_path / "run"
+    prune = ["prune", "--model", model_file, "--latency-table", str(table_file), "--ranking", "global"]
+    prune += ["--target-macs", "0.8", "--iterations", "2", "--finetune-epochs", "0", "--exclude", "predictions"]
+    assert main(PROGRESS_OFF + [*prune, "--runtimes", "keras", "--output", str(out)]) == 0, capsys.readouterr().err
+    saved = json.load(open(out / "config.json"))
+    assert saved["strategy"]["latency_table"] == str(table_file)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert main(["prune", "--model", model_file, "--latency-table", str(bad), "--output", str(tmp_path / "r2")]) == 2
+    assert "--latency-table: cannot read a latency table" in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()

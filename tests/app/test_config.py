@@ -152,3 +152,13 @@ def test_config_module_does_not_import_keras():
         "assert not [m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow')]"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_report_runtimes_from_a_file_the_environment_or_the_command_line(tmp_path):
+    assert resolve_config(environ={})["report.runtimes"] == ["keras", "litert", "onnx"]
+    path = tmp_path / "run.yaml"
+    path.write_text("report:\n  runtimes: [keras, ONNX]\n")
+    assert resolve_config(str(path), environ={})["report.runtimes"] == ["keras", "onnx"]
+    assert resolve_config(environ={"RIDURRE_REPORT_RUNTIMES": "litert"})["report.runtimes"] == ["litert"]
+    with pytest.raises(ConfigError, match="report.runtimes: expected a list of runtimes among keras, litert"):
+        resolve_config(environ={}, cli={"report": {"runtimes": "tensorrt"}})

@@ -1,4 +1,5 @@
-"""`ridurre demo --quick`: the whole demo job, shortened (the full demo is `make demo`)."""
+"""`ridurre demo --quick`: the whole demo job, shortened (the full demo is `make demo`): 32x32 digits,
+Keras, LiteRT and ONNX Runtime latency."""
 
 import json
 
@@ -15,7 +16,11 @@ def test_quick_demo_prunes_to_half_the_macs_and_reports(capsys, tmp_path):
     for run in summary["runs"]:
         assert run["before"]["macs"] / run["after"]["macs"] >= 2.0
         assert run["after"]["accuracy"] > 0.5
-        assert set(run["speedup"]) == {"1024", "1"} and all(v > 0 for v in run["speedup"].values())
+        assert set(run["speedup"]) == {"32", "1"} and all(v > 0 for v in run["speedup"].values())
+        # every model is exported and timed in LiteRT and ONNX Runtime too, beside the MACs reduction
+        assert set(run["runtimes"]) == {"keras", "litert", "onnx"}
+        for row in run["runtimes"].values():
+            assert set(row["speedup"]) == {"32", "1"} and all(v > 0 for v in row["speedup_over_macs"].values())
         method_dir = out / run["method"]
         for path in (
             "config.json",
@@ -32,8 +37,10 @@ def test_quick_demo_prunes_to_half_the_macs_and_reports(capsys, tmp_path):
         ):
             assert (method_dir / path).exists(), path
     assert (out / "models" / "original.keras").exists() and (out / "comparison.png").exists()
-    assert "| original |" in (out / "summary.md").read_text()
-    for word in ("original", "l1", "kmeans", "speed-up"):
+    summary_md = (out / "summary.md").read_text()
+    assert "| original |" in summary_md and "litert b=1 (speed-up)" in summary_md and "onnx b=32" in summary_md
+    assert "## Latency where the model runs" in (out / "l1" / "reports" / "report.md").read_text()
+    for word in ("original", "l1", "kmeans", "speed-up", "litert", "onnx"):
         assert word in captured.out
 
 

@@ -322,7 +322,15 @@ def test_load_dataset_dispatch(tmp_path):
     with pytest.raises(ValueError, match="cifar10.*digits.*mnist"):
         load_dataset("imagenet")
     # the names dispatch to the right loaders
-    assert datasets._LOADERS == {"digits": load_digits, "mnist": load_mnist, "cifar10": load_cifar10}
+    loaders = dict(datasets._LOADERS)
+    digits32 = loaders.pop("digits32")
+    assert loaders == {"digits": load_digits, "mnist": load_mnist, "cifar10": load_cifar10}
+    assert digits32.func is load_digits and digits32.keywords == {"size": 32}
+    data = load_dataset("digits32", validation_split=0.0)
+    assert data.name == "digits32" and data.x_train.shape[1:] == (32, 32, 1)
+    assert 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0  # upsampled, then scaled as the 8x8 ones
+    with pytest.raises(ValueError, match="`size` must be an int >= 8"):
+        load_digits(size=4)
 
 
 # --------------------------------------------------------------------------

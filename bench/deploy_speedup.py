@@ -1,0 +1,266 @@
+"""Realized speed-up of pruned models where they run: TensorFlow (Keras), LiteRT, ONNX Runtime.
+
+Usage::
+
+    python bench/deploy_speedup.py speedup [--models vgg16,resnet56] [--speedups 2,3] [--rounds 3]
+    python bench/deploy_speedup.py lut     [--runtime litert] [--width 0.5]
+    python bench/deploy_speedup.py int8    [--epochs 12]
+
+``speedup``: VGG16-CIFAR10 and ResNet-56 (random weights, randomized BatchNorm statistics; speed
+does not depend on training) pruned with L1, no finetuning, until they have 2x and 3x fewer MACs
+(``Pruner("l1", pruning_factor=0.5, target_speedup=s, round_to=8)``, local ranking: every group
+loses the same share, each step shrunk to stay within the target).
+Every model is exported to LiteRT and ONNX (each export verified against Keras) and all of them,
+in every runtime, are timed side by side in interleaved rounds at batch 1 and 32
+(:func:`ridurre.deploy.measure_deployed`). Printed: latency, realized speed-up and its ratio to
+the MACs reduction. Target: at least 0.8 in every runtime at 2x.
+
+``lut``: the speed-aware options on VGG16-CIFAR10 at ``--width``: ``choose_round_to`` in the
+runtime, a ``LatencyTable`` (one export and timing per group), then pruning to
+``target_speedup=2`` once by MACs and once by the table's predicted latency; both results are
+timed side by side in the runtime.
+
+``int8``: prune then quantize on the digits: a small CNN trained on the bundled digits (8x8),
+pruned to 2x fewer MACs with finetuning, then exported float and int8 to LiteRT and ONNX; test
+accuracy, size and LiteRT/ONNX latency of each. Target: the int8 pruned model loses less than
+one point of accuracy against the float pruned model.
+
+Output is markdown; load averages at the start and the end are printed since the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from helpers import randomize_weights  # noqa: E402
+
+from ridurre import channel_groups  # noqa: E402
+from ridurre.deploy import LatencyTable, choose_round_to, export, load_runtime, measure_deployed  # noqa: E402
+from ridurre.metrics import keras_runner, measure_runners, model_stats  # noqa: E402
+from ridurre.pruning import Pruner  # noqa: E402
+from ridurre.zoo.models import resnet_cifar, small_cnn, vgg16_cifar10  # noqa: E402
+
+
+def _load():
+    return "load average " + ", ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def _header(args):
+    print(f"# deploy_speedup.py {args.part}\n")
+    print(
+        f"{platform.node()}, {os.cpu_count()} cores, Keras {keras.__version__}, "
+        f"backend {keras.backend.backend()}, {_load()} at the start\n"
+    )
+
+
+def _model(name, width=1.0):
+    if name == "vgg16":
+        model = vgg16_cifar10(width_multiplier=width)
+    elif name == "resnet56":
+        model = resnet_cifar(56, width_multiplier=width)
+    else:
+        raise SystemExit(f"unknown model {name!r}: vgg16 or resnet56")
+    return randomize_weights(model, seed=0)
+
+
+def _prune(model, speedup, round_to=8, table=None, exclude=("predictions", "fc.*", "dense.*")):
+    pruner = Pruner(
+        "l1",
+        lambda m: None,
+        None,
+        0,
+        pruning_factor=0.5,  # with round_to=8 a smaller step removes nothing from 16-channel groups
+        target_speedup=speedup,
+        maximum_pruning_percent=None,
+        maximum_prune_iterations=40,
+        round_to=round_to,
+        exclude=list(exclude),
+        ranking="global" if table is not None else "local",
+        latency_table=table,
+        verify=False,
+    )
+    pruned, _ = pruner.run_pruning(model)
+    return pruned
+
+
+def _speedup(args):
+    rows = []
+    for name in args.models.split(","):
+        model = _model(name)
+        models = {"original": model}
+        for s in [float(v) for v in args.speedups.split(",")]:
+            started = time.perf_counter()
+            models[f"{s:g}x"] = _prune(model, s)
+            print(f"pruned {name} to {s:g}x fewer MACs in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        macs = {k: model_stats(m).total_macs for k, m in models.items()}
+        started = time.perf_counter()
+        latency, exports = measure_deployed(
+            models, ("keras", "litert", "onnx"), batch_sizes=(1, 32), rounds=args.rounds, budget=args.budget
+        )
+        print(f"exported and timed {name} in {time.perf_counter() - started:.1f} s ({_load()})", file=sys.stderr)
+        for k in models:
+            if k == "original":
+                continue
+            for runtime in ("keras", "litert", "onnx"):
+                for batch in (1, 32):
+                    b, a = latency["original"][runtime][batch], latency[k][runtime][batch]
+                    speed = b.median_ms / a.median_ms
+                    reduction = macs["original"] / macs[k]
+                    rows.append(
+                        (name, k, f"{reduction:.2f}x", runtime, a.threads, batch, b, a, speed, speed / reduction)
+                    )
+    print(
+        "| model | target | MACs fewer | runtime | threads | batch | original ms | pruned ms | speed-up | "
+        "speed-up / MACs reduction | fastest calls: speed-up / MACs reduction |"
+    )
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, k, red, runtime, threads, batch, b, a, speed, ratio in rows:
+        fastest = b.min_ms / a.min_ms * ratio / speed
+        print(
+            f"| {name} | {k} | {red} | {runtime} | {threads} | {batch} | {b.median_ms:.2f} ± {b.spread_ms:.2f} | "
+            f"{a.median_ms:.2f} ± {a.spread_ms:.2f} | {speed:.2f}x | **{ratio:.2f}** | {fastest:.2f} |"
+        )
+
+
+def _lut(args):
+    model = _model("vgg16", args.width)
+    exclude = lambda g: not any(p.startswith(("predictions", "fc")) for p in g.producers)  # noqa: E731
+    started = time.perf_counter()
+    k, rounding = choose_round_to(model, args.runtime, batch_size=1, rounds=args.rounds)
+    print(f"choose_round_to in {time.perf_counter() - started:.1f} s ({_load()})\n", file=sys.stderr)
+    print(f"## round_to in {args.runtime}, batch 1 (every group 30 % smaller, rounded down to a multiple)\n")
+    print("| round_to | MACs | median ms | ms per GMAC |\n|---:|---:|---:|---:|")
+    for cand, row in rounding.items():
+        print(f"| {cand} | {row['macs']:,} | {row['ms']:.3f} | {row['ms_per_gmac']:.2f} |")
+    print(f"\nchosen: round_to={k}\n")
+    started = time.perf_counter()
+    table = LatencyTable.build(model, args.runtime, batch_size=1, groups=exclude, rounds=args.rounds)
+    print(f"LatencyTable.build in {time.perf_counter() - started:.1f} s ({_load()})", file=sys.stderr)
+    print(f"## Latency table ({args.runtime}, batch 1, {table.threads} threads): base {table.base_ms:.3f} ms\n")
+    print("| group | channels | removed for the measurement | ms saved per channel |\n|---|---:|---:|---:|")
+    for key, saved in table.saved_ms_per_channel.items():
+        print(f"| {key} | {table.sizes[key]} | {table.removed[key]} | {saved * 1000:.2f} µs |")
+    by_macs = _prune(model, 2.0, round_to=k)
+    by_latency = _prune(model, 2.0, round_to=k, table=table)
+    models = {"original": model, "by MACs": by_macs, "by latency table": by_latency}
+    latency, _ = measure_deployed(models, (args.runtime,), batch_sizes=(1,), rounds=args.rounds, budget=args.budget)
+    base = latency["original"][args.runtime][1].median_ms
+    macs0 = model_stats(model).total_macs
+    print(f"\n## Pruned to target_speedup=2 in {args.runtime}, batch 1 (measured side by side)\n")
+    print("| pruned | MACs fewer | predicted speed-up (table) | measured ms | measured speed-up |")
+    print("|---|---:|---:|---:|---:|")
+    for name, m in models.items():
+        sizes = {g.key: g.size for g in channel_groups(m)}
+        ms = latency[name][args.runtime][1].median_ms
+        print(
+            f"| {name} | {macs0 / model_stats(m).total_macs:.2f}x | {table.base_ms / table.predicted_ms(sizes):.2f}x | "
+            f"{ms:.3f} | {base / ms:.2f}x |"
+        )
+
+
+def _int8(args):
+    from helpers import compile_classifier
+
+    from ridurre.zoo.datasets import load_digits
+
+    data = load_digits(seed=0)
+    keras.utils.set_random_seed(0)
+    model = small_cnn(filters=(32, 64), dense_units=128)
+    compile_classifier(model)
+    model.fit(data.x_train, data.y_train, epochs=args.epochs, batch_size=32, verbose=0)
+
+    def finetune(m, initial_epoch, end_epoch):
+        return m.fit(data.x_train, data.y_train, initial_epoch=initial_epoch, epochs=end_epoch, verbose=0)
+
+    pruner = Pruner(
+        "l1",
+        compile_classifier,
+        finetune,
+        2,
+        pruning_factor=0.2,
+        target_speedup=2.05,
+        maximum_pruning_percent=None,
+        maximum_prune_iterations=8,
+        exclude=["predictions"],
+    )
+    pruned, _ = pruner.run_pruning(model)
+    test = (data.x_test, data.y_test)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        runners = {}
+        for label, m in (("original", model), ("pruned", pruned)):
+            acc = float(np.mean(m.predict(data.x_test, verbose=0).argmax(1) == data.y_test))
+            runners[(label, "keras")] = keras_runner(m)
+            rows.append([label, "keras", "float32", acc, None])
+            for fmt, ext in (("litert", ".tflite"), ("onnx", ".onnx")):
+                for int8 in (False, True):
+                    path = os.path.join(tmp, f"{label}{'_int8' if int8 else ''}{ext}")
+                    result = export(
+                        m,
+                        path,
+                        fmt,
+                        int8=int8,
+                        calibration_data=data.x_train,
+                        validation_data=test,
+                        verify=int8,
+                        max_accuracy_drop=0.05,
+                    )
+                    run = load_runtime(path)
+                    out = np.concatenate([run([data.x_test[i : i + 64]])[0] for i in range(0, len(data.x_test), 64)])
+                    runners[(label, f"{fmt} {'int8' if int8 else 'float32'}")] = run
+                    rows.append(
+                        [
+                            label,
+                            fmt,
+                            "int8" if int8 else "float32",
+                            float(np.mean(out.argmax(1) == data.y_test)),
+                            result.size_bytes,
+                        ]
+                    )
+        timed = measure_runners(runners, (8, 8, 1), batch_sizes=(1, 32), rounds=args.rounds, budget=args.budget)
+    macs = model_stats(model).total_macs, model_stats(pruned).total_macs
+    print(f"small CNN on digits: {macs[0]:,} -> {macs[1]:,} MACs ({macs[0] / macs[1]:.2f}x fewer)\n")
+    print("| model | runtime | weights | test accuracy | size | latency b=1 | latency b=32 |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for label, runtime, kind, acc, size in rows:
+        key = (label, runtime if runtime == "keras" else f"{runtime} {kind}")
+        lat = timed[key]
+        print(
+            f"| {label} | {runtime} | {kind} | {100 * acc:.2f} % | {'' if size is None else f'{size / 1e3:.1f} kB'} | "
+            f"{lat[1].median_ms:.3f} ms | {lat[32].median_ms:.3f} ms |"
+        )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", choices=("speedup", "lut", "int8"))
+    parser.add_argument("--models", default="vgg16,resnet56")
+    parser.add_argument("--speedups", default="2,3")
+    parser.add_argument("--runtime", default="litert")
+    parser.add_argument("--width", type=float, default=0.5)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--budget", type=float, default=0.3)
+    args = parser.parse_args()
+    _header(args)
+    started = time.perf_counter()
+    {"speedup": _speedup, "lut": _lut, "int8": _int8}[args.part](args)
+    print(f"\n{time.perf_counter() - started:.0f} s in all, {_load()} at the end")
+
+
+if __name__ == "__main__":
+    main()
