@@ -54,7 +54,13 @@ class Criterion:
         description: one line saying what it removes (shown by ``--help`` and in reports).
         score_label: what the score is, for plots (``"L1 norm of the filter"``).
         needs: what it needs besides the model, a subset of :data:`NEEDS`; a criterion needing
-            ``"data"`` takes ``data=`` (a sample of inputs) when it is made.
+            ``"data"`` takes ``data=`` (a sample of inputs) when it is made, one needing
+            ``"gradients"`` also ``labels=`` (their targets).
+        scoped: it takes ``scope=`` (``"group"`` or ``"producers"``, see
+            :class:`~ridurre.criteria.GroupCriterion`).
+        normalizer: how one group's scores are scaled before ``ranking="global"`` compares
+            groups (:func:`~ridurre.criteria.scores.normalize_scores`); ``None``: the loop
+            divides them by their mean absolute value.
 
     Example:
         >>> import numpy as np
@@ -71,6 +77,8 @@ class Criterion:
     description: ClassVar[str] = ""
     score_label: ClassVar[str] = "score"
     needs: ClassVar[frozenset] = frozenset({"weights"})
+    scoped: ClassVar[bool] = False
+    normalizer: str | None = None
 
     def score(self, view) -> np.ndarray:
         """One score per channel of ``view``'s group, higher = more important."""

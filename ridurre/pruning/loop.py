@@ -37,10 +37,12 @@ import numpy as np
 from ridurre import graph as _graph
 from ridurre._io import save_model_atomic
 from ridurre._validation import LayerPatterns, check_callable, check_fraction, check_int, check_unit
-from ridurre.criteria import make_criterion
+from ridurre.criteria import Criterion, criterion_class, make_criterion
 from ridurre.criteria import selection as _selection
+from ridurre.criteria.scores import normalize_scores
 from ridurre.criteria.view import ActivationRecorder, GroupView
 from ridurre.pruning.checkpoints import load_state, save_state, write_history
+from ridurre.pruning.guard import BestKeeper, MetricGuard
 from ridurre.pruning.limits import Budget, Limits, fit_to_limits
 from ridurre.surgery import Surgeon
 
@@ -65,6 +67,7 @@ class IterationRecord:
     metric: float | None = None
     finetune: object = None
     seconds: float = 0.0
+    rolled_back: bool = False  # the step cost more than max_metric_drop and was undone
 
     def to_dict(self):
         return asdict(self)
@@ -150,8 +153,10 @@ class BasePruning:
         min_channels: never leave a group with fewer channels.
         max_fraction_per_layer: never remove more than this share of a group's original channels.
         round_to: keep channel counts multiple of this (e.g. 8, for real speed-ups).
-        ranking: ``"local"`` (each group loses its share) or ``"global"`` (one ranking over all
-            groups, scores normalized per group).
+        ranking: ``"local"`` (each group loses its share), ``"global"`` (one ranking over all
+            groups, scores normalized per group by the criterion's ``normalizer``) or
+            ``"isomorphic"`` (one ranking over each set of structurally identical groups, such
+            as the same block repeated in a stage; see ``GroupView.structure``).
         seed: seeds every random choice (per iteration), so runs are reproducible.
         output_dir: write ``history.json``/``history.csv`` and a ``.keras`` checkpoint after
             every iteration there (atomic writes); ``resume=True`` continues from them.
@@ -159,10 +164,22 @@ class BasePruning:
             and that values are finite (``"exact"`` also compares with the zeroed model).
         evaluate_fn: optional ``fn(model) -> float`` logged as the metric after each finetune.
         rules: extra layer rules (see :mod:`ridurre.rules`) for the layers of this model.
+        max_metric_drop: accuracy-aware pruning: a step whose metric after finetuning falls more
+            than this below the unpruned model's (``baseline_metric``, by default
+            ``evaluate_fn(model)``) is undone (``history`` keeps it, ``rolled_back=True``); then
+            ``on_metric_drop="rollback"`` retries with the factor times ``rollback_shrink`` (at
+            most ``max_rollbacks`` times in a row) and ``"stop"`` stops.
+        keep_best: return the accepted model with the best metric rather than the last one
+            (``best_iteration`` says which).
+        metric_mode: ``"max"`` when a higher metric is better (accuracy), ``"min"`` (a loss).
     """
 
     criterion = None
     """The criterion of a method class (a name, Criterion class or instance); ``criterion=`` overrides it."""
+
+    criterion_scope = None
+    """The ``scope`` a method class gives its criterion unless asked otherwise (the classic
+    classes: ``"producers"``, ridurre 0.0.2's scores); ``None``: the criterion's default (the group)."""
 
     def __init__(
         self,
@@ -192,6 +209,13 @@ class BasePruning:
         verify=True,
         evaluate_fn=None,
         rules=None,
+        max_metric_drop=None,
+        on_metric_drop="rollback",
+        max_rollbacks=3,
+        rollback_shrink=0.5,
+        keep_best=False,
+        baseline_metric=None,
+        metric_mode="max",
     ):
         if args:
             nb_trained_for_epochs, maximum_prune_iterations, maximum_pruning_percent = _legacy_positional(
@@ -232,8 +256,8 @@ class BasePruning:
         self._min_channels = check_int(min_channels, "min_channels", 1)
         self._max_fraction = check_fraction(max_fraction_per_layer, "max_fraction_per_layer")
         self._round_to = None if round_to is None else check_int(round_to, "round_to", 1)
-        if ranking not in ("local", "global"):
-            raise ValueError(f"ranking must be 'local' or 'global', got {ranking!r}")
+        if ranking not in RANKINGS:
+            raise ValueError(f"ranking must be one of {RANKINGS}, got {ranking!r}")
         self._ranking = ranking
         self.seed = self._seed = check_int(seed, "seed", 0)
         self._output_dir = None if output_dir is None else os.fspath(output_dir)
@@ -245,9 +269,23 @@ class BasePruning:
         self._rules = rules
         self._prune_bins = None
         spec = criterion if criterion is not None else type(self).criterion
-        self._criterion = None if spec is None else make_criterion(spec, **(criterion_options or {}))
+        self._criterion = _make_criterion(spec, criterion_options, type(self).criterion_scope)
         self.history: list[IterationRecord] = []
         self._check_hooks()
+        self._guard = None
+        if max_metric_drop is not None:
+            self._guard = MetricGuard(
+                max_metric_drop, on_metric_drop, max_rollbacks, rollback_shrink, metric_mode, baseline_metric
+            )
+            if self._evaluate_fn is None and baseline_metric is None:
+                raise ValueError(
+                    "max_metric_drop compares the metric after each finetune with the unpruned model's: "
+                    "pass evaluate_fn=fn(model) -> float (or baseline_metric=, the unpruned model's value "
+                    "of the metric your finetune callback reports)"
+                )
+        self._keep_best = bool(keep_best)
+        self._metric_mode = metric_mode
+        self.best_iteration = None
 
     # -- validation helpers ------------------------------------------------------------------
     @staticmethod
@@ -378,6 +416,7 @@ class BasePruning:
         factor = self._pruning_factor
         iteration = 0
         self.history = []
+        self._start_guard(model)
         if self._resume and self._output_dir:
             state = load_state(self._output_dir)
             if state is not None:
@@ -389,6 +428,8 @@ class BasePruning:
                 iteration, factor = state["iteration"] + 1, state["factor"]
                 self._current_nb_of_epochs = state["epoch"]
                 self.history = [IterationRecord(**r) for r in state["history"]]
+                if self._guard is not None:
+                    self._guard.restore(state.get("guard"))
                 self._after_resume()
                 logger.info("resuming after iteration %d from %s", state["iteration"], state["checkpoint"])
                 if state.get("finished"):
@@ -398,7 +439,8 @@ class BasePruning:
                 factor = float(prune_factor_scheduler_fn(factor, iteration))
                 self._check_factor(factor, "the factor returned by prune_factor_scheduler_fn")
             started = time.perf_counter()
-            new_model, removed = self._prune_step(model, factor, iteration)
+            step_factor = factor * (self._guard.scale if self._guard is not None else 1.0)
+            new_model, removed = self._prune_step(model, step_factor, iteration)
             if new_model is None:
                 logger.info("iteration %d: nothing left to prune within the limits; stopping", iteration)
                 break
@@ -415,16 +457,69 @@ class BasePruning:
                     except Exception as exc:
                         raise RuntimeError(f"model_finetune_fn failed in pruning iteration {iteration}: {exc}") from exc
             self._current_nb_of_epochs = end_epoch
-            record = self._record(new_model, iteration, factor, removed, result, time.perf_counter() - started)
-            model = new_model
+            record = self._record(new_model, iteration, step_factor, removed, result, time.perf_counter() - started)
+            verdict = self._judge_step(record)
             self.history.append(record)
+            if verdict != "accept":
+                self._checkpoint(model, iteration, factor, finished=verdict == "stop")
+                if verdict == "stop":
+                    break
+                iteration += 1
+                continue
+            model = new_model
+            self._offer_best(model, record)
             done = self._limit_reached(record)
             self._checkpoint(model, iteration, factor, finished=done)
             if done:
                 logger.info("pruning limit reached after iteration %d", iteration)
                 break
             iteration += 1
-        return model, self._current_nb_of_epochs
+        return self._returned_model(model), self._current_nb_of_epochs
+
+    # -- accuracy-aware pruning --------------------------------------------------------------
+    def _start_guard(self, model):
+        """The baseline metric of the unpruned model, and a fresh best-model keeper."""
+        self._best = BestKeeper(self._metric_mode) if self._keep_best else None
+        self.best_iteration = None
+        self.baseline_metric = None
+        if self._guard is not None:
+            self._guard.scale, self._guard.rollbacks_in_a_row = 1.0, 0
+            if self._guard.baseline is None:
+                self._guard.baseline = float(self._evaluate_fn(model))
+            self.baseline_metric = self._guard.baseline
+            logger.info(
+                "accuracy-aware pruning: baseline metric %.4f, a step may not leave less than %.4f",
+                self._guard.baseline,
+                self._guard.floor(),
+            )
+
+    def _judge_step(self, record):
+        """``"accept"``, ``"rollback"`` or ``"stop"`` for a finetuned step (always accept without a guard)."""
+        if self._guard is None:
+            return "accept"
+        verdict = self._guard.judge(record.metric)
+        if verdict != "accept":
+            record.rolled_back = True
+            logger.warning(
+                "iteration %d: metric %s is below the allowed %.4f: step undone%s",
+                record.iteration,
+                _fmt_metric(record.metric),
+                self._guard.floor(),
+                f"; retrying with a {self._guard.scale:.3g}x smaller step" if verdict == "rollback" else "; stopping",
+            )
+        return verdict
+
+    def _offer_best(self, model, record):
+        if self._best is not None and self._best.offer(model, record.metric, record.iteration):
+            self.best_iteration = record.iteration
+
+    def _returned_model(self, model):
+        if self._best is not None and self._best.model is not None:
+            if self._best.model is not model:
+                best = self._best
+                logger.info("keep_best: returning the model of iteration %d (metric %.4f)", best.iteration, best.metric)
+            return self._best.model
+        return model
 
     # -- one step ----------------------------------------------------------------------------
     def _trace(self, model):
@@ -461,6 +556,8 @@ class BasePruning:
         legacy = type(self).run_pruning_for_conv2d_layer is not BasePruning.run_pruning_for_conv2d_layer
         if self._ranking == "global" and not legacy:
             return self._plan_global(views, factor)
+        if self._ranking == "isomorphic" and not legacy:
+            return self._plan_isomorphic(views, factor)
         plan = {}
         for view in views:
             n_remove = self._step_count(view.group, factor)
@@ -490,11 +587,33 @@ class BasePruning:
             )
         return np.sort(chosen)
 
+    def _plan_isomorphic(self, views, factor):
+        """One ranking over each set of structurally identical groups (``GroupView.structure``)."""
+        classes = {}
+        for view in views:
+            classes.setdefault(view.structure(), []).append(view)
+        plan = {}
+        for members in classes.values():
+            plan.update(self._plan_global(members, factor))
+        return plan
+
+    def _global_scores(self, views):
+        """Scores comparable across groups, and whether ``allocate_global`` must still normalize
+        them: the criterion's ``normalizer`` when it has one, else the mean (ridurre 0.0.2)."""
+        scores = {v.group.id: np.asarray(self.score_channels(v), dtype=np.float64) for v in views}
+        own_scores = type(self).score_channels is BasePruning.score_channels
+        normalizer = getattr(self._criterion, "normalizer", None) if own_scores else None
+        if normalizer is None:
+            return scores, True
+        return {gid: normalize_scores(s, normalizer) for gid, s in scores.items()}, False
+
     def _plan_global(self, views, factor):
         """One ranking over all groups (scores normalized per group), within per-group bounds."""
-        scores = {v.group.id: np.asarray(self.score_channels(v), dtype=np.float64) for v in views}
+        scores, normalize = self._global_scores(views)
         total = sum(self.removal_count(v.size, self._factor_for(v.group, factor)) for v in views)
-        plan = _selection.allocate_global(scores, total, min_channels=self._min_channels, round_to=self._round_to)
+        plan = _selection.allocate_global(
+            scores, total, min_channels=self._min_channels, round_to=self._round_to, normalize=normalize
+        )
         bounded = {}
         for view in views:
             idx = np.asarray(plan.get(view.group.id, []), dtype=np.int64)
@@ -616,7 +735,7 @@ class BasePruning:
         summary = _history_summary(result)
         metric = float(self._evaluate_fn(new)) if self._evaluate_fn is not None else _metric_from(summary)
         percent = 1.0 - filters / max(1, self._original_filters)
-        before = self.history[-1] if self.history else None
+        before = next((r for r in reversed(self.history) if not r.rolled_back), None)
         b_filters = before.filters if before else self._original_filters
         b_params = before.params if before else self._original_cost["params"]
         b_macs = before.macs if before else self._original_cost["macs"]
@@ -673,6 +792,7 @@ class BasePruning:
                 "checkpoint": path,
                 "history": history,
                 "finished": finished,
+                "guard": None if self._guard is None else self._guard.state(),
             },
         )
 
@@ -720,6 +840,22 @@ class Pruner(BasePruning):
             criterion_options=criterion_options,
             **options,
         )
+
+
+RANKINGS = ("local", "global", "isomorphic")
+
+
+def _make_criterion(spec, options, scope):
+    """The criterion object of ``spec`` with ``options``; a method class's ``scope`` is given to
+    a scoped criterion made by name or class unless the options say otherwise."""
+    if spec is None:
+        return None
+    options = dict(options or {})
+    if scope is not None and "scope" not in options and not isinstance(spec, Criterion):
+        cls = criterion_class(spec) if isinstance(spec, str) else spec
+        if getattr(cls, "scoped", False):
+            options["scope"] = scope
+    return make_criterion(spec, **options)
 
 
 def _legacy_positional(args, nb_trained_for_epochs, maximum_prune_iterations, maximum_pruning_percent):
