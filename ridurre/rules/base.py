@@ -153,8 +153,8 @@ class LayerRule:
     def input_weights(self, layer, weights) -> np.ndarray | None:
         """A ``(input channels, features)`` matrix: row i holds the weights applied to input
         channel i (a consumer's kernel slice, a normalization's scale ``gamma``); ``None`` for a
-        layer with no such weights. Group-level criteria score a channel by these as well as by
-        the weights producing it."""
+        layer with no such weights. Biases are left out. Group-level criteria score a channel by
+        these as well as by the weights producing it."""
         return None
 
     # -- saved files -------------------------------------------------------------------------
