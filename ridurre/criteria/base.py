@@ -59,8 +59,9 @@ class Criterion:
         scoped: it takes ``scope=`` (``"group"`` or ``"producers"``, see
             :class:`~ridurre.criteria.GroupCriterion`).
         normalizer: how one group's scores are scaled before ``ranking="global"`` compares
-            groups (:func:`~ridurre.criteria.scores.normalize_scores`); ``None``: the loop
-            divides them by their mean absolute value.
+            groups (:func:`~ridurre.criteria.scores.normalize_scores`): ``"mean"`` (divided by
+            their mean, as ridurre 0.0.2), ``"max"``, ``"sum"``, ``"gaussian"``, ``"lamp"``,
+            or ``None`` (compared as they are).
 
     Example:
         >>> import numpy as np
@@ -78,7 +79,7 @@ class Criterion:
     score_label: ClassVar[str] = "score"
     needs: ClassVar[frozenset] = frozenset({"weights"})
     scoped: ClassVar[bool] = False
-    normalizer: str | None = None
+    normalizer: str | None = "mean"
 
     def score(self, view) -> np.ndarray:
         """One score per channel of ``view``'s group, higher = more important."""

@@ -52,8 +52,8 @@ class GroupCriterion(Criterion):
             :data:`~ridurre.criteria.scores.REDUCTIONS` (default ``"mean"`` for the group,
             ``"sum"`` for the producers, as 0.0.2).
         normalizer: how a group's scores are scaled before ``ranking="global"`` compares groups,
-            one of :data:`~ridurre.criteria.scores.NORMALIZERS` or ``None`` (default ``"mean"``
-            for the group; for the producers ``None``: the loop divides by the mean, as 0.0.2).
+            one of :data:`~ridurre.criteria.scores.NORMALIZERS`, or ``None`` to compare the raw
+            scores (default ``"mean"``, as 0.0.2's global ranking).
     """
 
     scoped = True
@@ -69,9 +69,7 @@ class GroupCriterion(Criterion):
             raise ValueError(f"normalizer must be one of {_scores.NORMALIZERS} or None, got {normalizer!r}")
         self.scope = scope
         self.reduction = reduction or (self.group_reduction if scope == "group" else "sum")
-        if normalizer is _DEFAULT:
-            normalizer = self.group_normalizer if scope == "group" else None
-        self.normalizer = normalizer
+        self.normalizer = self.group_normalizer if normalizer is _DEFAULT else normalizer
 
     def matrices(self, view, roles=("producer", "consumer", "norm", "carrier"), transform=None):
         """The members' matrices this criterion scores (only the producers with ``scope="producers"``)."""
@@ -229,7 +227,6 @@ class KMeansCriterion(GroupCriterion):
     name = "kmeans"
     description = "KMeans over each group's channel weights: one channel kept per cluster, the redundant rest removed"
     score_label = "KMeans score"
-    group_normalizer = None
 
     def _points(self, view):
         roles = ("producer", "consumer", "carrier")  # a scale (one number per channel) is no direction

@@ -99,7 +99,7 @@ class BestKeeper:
     Example:
         >>> keeper = BestKeeper()
         >>> for it, (model, metric) in enumerate([("m0", 0.97), ("m1", 0.71), ("m2", 0.95)]):
-        ...     keeper.offer(model, metric, it)
+        ...     _ = keeper.offer(model, metric, it)
         >>> keeper.model, keeper.iteration
         ('m0', 0)
     """

@@ -44,6 +44,7 @@ from ridurre.criteria.view import ActivationRecorder, GroupView
 from ridurre.pruning.checkpoints import load_state, save_state, write_history
 from ridurre.pruning.guard import BestKeeper, MetricGuard
 from ridurre.pruning.limits import Budget, Limits, fit_to_limits
+from ridurre.pruning.plan import PruningPlan
 from ridurre.surgery import Surgeon
 
 __all__ = ["BasePruning", "Pruner", "IterationRecord"]
@@ -344,6 +345,13 @@ class BasePruning:
         """ridurre 0.0.2 hook: filter indices of a Conv2D layer to remove."""
         raise NotImplementedError
 
+    def plan(self) -> PruningPlan:
+        """The :class:`~ridurre.pruning.plan.PruningPlan` of the last run: the channels each
+        accepted step removed, replayable on another copy of the model."""
+        if not hasattr(self, "_original_channels"):
+            raise ValueError("plan(): run_pruning has not run yet")
+        return PruningPlan.from_history(self.history, self._original_channels)
+
     def _after_resume(self):
         """Called once ``self.history`` holds the records of a resumed run (for subclasses that
         track filters across iterations)."""
@@ -599,12 +607,12 @@ class BasePruning:
 
     def _global_scores(self, views):
         """Scores comparable across groups, and whether ``allocate_global`` must still normalize
-        them: the criterion's ``normalizer`` when it has one, else the mean (ridurre 0.0.2)."""
+        them: normalized by the criterion's ``normalizer``, or, for a subclass scoring channels
+        itself, left to ``allocate_global`` (divided by their mean absolute value, as 0.0.2)."""
         scores = {v.group.id: np.asarray(self.score_channels(v), dtype=np.float64) for v in views}
-        own_scores = type(self).score_channels is BasePruning.score_channels
-        normalizer = getattr(self._criterion, "normalizer", None) if own_scores else None
-        if normalizer is None:
+        if type(self).score_channels is not BasePruning.score_channels:
             return scores, True
+        normalizer = self._criterion.normalizer
         return {gid: normalize_scores(s, normalizer) for gid, s in scores.items()}, False
 
     def _plan_global(self, views, factor):
@@ -783,6 +791,7 @@ class BasePruning:
         save_model_atomic(model, path)
         history = [r.to_dict() for r in self.history]
         write_history(os.path.join(self._output_dir, "logs"), history)
+        self.plan().save(os.path.join(self._output_dir, "plan.json"))
         save_state(
             self._output_dir,
             {
