@@ -89,7 +89,7 @@ class SparsityCallback(keras.callbacks.Callback):
         trace = _graph.trace_model(model)
         offsets, variables, start = {}, {}, 1  # element ids start at 1: 0 pads ragged rows
         for _, layer in _graph.all_layers(model):
-            for name, var in zip(weight_names(layer), layer.weights):
+            for var in layer.weights:
                 if id(var) not in offsets and var.trainable:
                     offsets[id(var)], variables[start] = start, var
                     start += int(np.prod(var.shape))
