@@ -139,7 +139,8 @@ def run_one(name, trained, data, level, args, seed):
     )
     pruned, _ = pruner.run_pruning(model)
     macs = model_stats(trained).total_macs / model_stats(pruned).total_macs
-    return {"accuracy": accuracy(pruned, x_test, y_test), "macs_reduction": macs, "seconds": time.perf_counter() - started}
+    seconds = time.perf_counter() - started
+    return {"accuracy": accuracy(pruned, x_test, y_test), "macs_reduction": macs, "seconds": seconds}
 
 
 def main():
@@ -178,10 +179,8 @@ def main():
                     continue
                 row = run_one(name, trained, data, level, args, seed)
                 results.setdefault(key, {})[str(seed)] = row
-                print(
-                    f"  {key:>22}: {100 * row['accuracy']:.2f} % ({row['macs_reduction']:.2f}x MACs, {row['seconds']:.0f} s)",
-                    flush=True,
-                )
+                reached = f"{row['macs_reduction']:.2f}x MACs, {row['seconds']:.0f} s"
+                print(f"  {key:>22}: {100 * row['accuracy']:.2f} % ({reached})", flush=True)
                 if args.json:
                     Path(args.json).write_text(json.dumps(results, indent=1))
     print()
@@ -190,7 +189,8 @@ def main():
     for name in names:
         cells = []
         for level in levels:
-            runs = [results[f"{name}@{level:g}x"][str(s)] for s in seeds if str(s) in results.get(f"{name}@{level:g}x", {})]
+            done = results.get(f"{name}@{level:g}x", {})
+            runs = [done[str(s)] for s in seeds if str(s) in done]
             acc = [100 * r["accuracy"] for r in runs]
             spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
             reached = statistics.mean(r["macs_reduction"] for r in runs)
