@@ -191,6 +191,9 @@ def main():
         for level in levels:
             done = results.get(f"{name}@{level:g}x", {})
             runs = [done[str(s)] for s in seeds if str(s) in done]
+            if not runs:
+                cells.append("n/a")
+                continue
             acc = [100 * r["accuracy"] for r in runs]
             spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
             reached = statistics.mean(r["macs_reduction"] for r in runs)
