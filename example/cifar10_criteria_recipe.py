@@ -69,7 +69,10 @@ from ridurre.zoo.datasets import load_cifar10, load_digits  # noqa: E402
 from ridurre.zoo.models import resnet_cifar, vgg16_cifar10  # noqa: E402
 
 CRITERIA = "random,l1,bn_scale,fpgm,lamp,taylor,hessian,hrank"
-SPARSE_ROWS = {"l1+group_lasso": ("l1", GroupLassoSparsity, {"alpha": 4.0}), "bn+slimming": ("bn_scale", BNScaleSparsity, {})}
+SPARSE_ROWS = {  # row: (criterion, sparse-training callback, its options)
+    "l1+group_lasso": ("l1", GroupLassoSparsity, {"alpha": 4.0}),
+    "bn+slimming": ("bn_scale", BNScaleSparsity, {}),
+}
 
 
 def parse_args(argv=None):
