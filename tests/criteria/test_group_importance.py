@@ -251,3 +251,23 @@ def test_accumulate_gradients_checks_its_inputs():
         accumulate_gradients(model, x, np.zeros(4), batch_size=0)
     g = accumulate_gradients(model, x, np.zeros(4), batch_size=3, max_batches=1)
     assert g.batches == 1
+
+
+def test_gradient_criteria_in_the_loop_and_the_scan():
+    from ridurre.sensitivity import scan
+
+    model = _compiled_block()
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(32, 6, 6, 2)).astype("float32"), rng.integers(0, 2, 32)
+    for name in ("taylor", "hessian"):
+        pruner = ridurre.Pruner(
+            name,
+            compile_classifier,
+            pruning_factor=0.5,
+            maximum_prune_iterations=2,
+            criterion_options={"data": x, "labels": y, "batch_size": 8},
+        )
+        pruned, _ = pruner.run_pruning(model)  # the second step scores the rebuilt, recompiled model
+        assert len(pruner.history) == 2 and pruned.get_layer("conv").filters == 1
+    result = scan(model, x, y, ratios=[0.5], layers="conv", criterion="taylor", progress=False)
+    assert result.criterion == "taylor" and [p.channels_removed for p in result.points] == [2]
