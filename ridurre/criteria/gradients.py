@@ -60,7 +60,8 @@ def _gradient_step(model, variables, loss_fn):
         def step(x, y):
             with tf.GradientTape() as tape:
                 loss = loss_fn(y, model(x, training=False))
-            return tape.gradient(loss, variables)
+            grads = tape.gradient(loss, variables)
+            return [None if g is None else tf.convert_to_tensor(g) for g in grads]  # IndexedSlices: dense
 
     elif backend == "jax":
         import jax
