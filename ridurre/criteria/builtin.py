@@ -259,13 +259,14 @@ class FPGMCriterion(GroupCriterion):
 
 
 def _check_data(name, data, labels=None, need_labels=False):
-    if data is None or len(data) == 0:
+    examples = len(data[0]) if isinstance(data, (list, tuple)) and len(data) else (0 if data is None else len(data))
+    if examples == 0:
         what = "data=<a few hundred training inputs>" + (", labels=<their targets>" if need_labels else "")
         raise ValueError(f"criterion {name!r} needs a sample of the training data: pass {what}")
-    if need_labels and (labels is None or len(labels) != len(data)):
+    if need_labels and (labels is None or len(labels) != examples):
         raise ValueError(
             f"criterion {name!r} takes loss gradients: pass labels=<one target per example of data> "
-            f"({len(data)} examples), got {None if labels is None else len(labels)}"
+            f"({examples} examples), got {None if labels is None else len(labels)}"
         )
 
 

@@ -170,7 +170,7 @@ class GroupView:
             rows = rule.output_weights(layer, layer_weights(layer)) if rule is not None else None
             if rows is None:
                 continue
-            mats.append(self._by_channel(np.asarray(rows), self.group.positions[path]))
+            mats.append(self._by_channel(np.asarray(rows), self._producer_index(path)))
         if not mats:
             raise ValueError(f"group {self.name!r} has no producer with a kernel to score")
         return mats
@@ -179,6 +179,12 @@ class GroupView:
         """For each position of a layer's channel axis, the group channel it carries (-1: another group)."""
         rank = {r: j for j, r in enumerate(self.group.roots.tolist())}
         return np.array([rank.get(r, -1) for r in self._trace.units.roots(layout).tolist()], dtype=np.int64)
+
+    def _producer_index(self, path):
+        """The group channel of each output position of a producer (a grouped convolution's
+        output position ``g * n + j`` carries unit j of every group ``g``)."""
+        use = self._uses[path]
+        return self._index(use.out_layout) if use.out_layout is not None else self.group.positions[path]
 
     def members(self, roles=ROLES, transform=None):
         """The weights of every layer of the group, one :class:`Member` per layer and role.
@@ -224,7 +230,7 @@ class GroupView:
             if transform is not None:
                 weights = transform(use.layer, weights)
             if role == "producer":
-                rows, index = use.rule.output_weights(use.layer, weights), self.group.positions[path]
+                rows, index = use.rule.output_weights(use.layer, weights), self._producer_index(path)
             else:
                 layout = use.in_layout if role == "consumer" else use.out_layout
                 rows = use.rule.input_weights(use.layer, weights) if layout is not None else None
@@ -316,7 +322,7 @@ class GroupView:
                 continue
             act = per_layer[path]
             flat = act.reshape(-1, act.shape[-1]).T  # positions x samples
-            grouped = self._by_channel(flat, self.group.positions[path])  # size x (k * samples)
+            grouped = self._by_channel(flat, self._producer_index(path))  # size x (k * samples)
             k = grouped.shape[1] // flat.shape[1]
             out.append(grouped.reshape(self.size, k, -1).mean(axis=1).T)
         if not out:
@@ -331,7 +337,7 @@ class GroupView:
         for path, _ in self.producer_layers():
             if path not in per_layer:
                 continue
-            act, index = per_layer[path], self.group.positions[path]
+            act, index = per_layer[path], self._producer_index(path)
             valid = index >= 0
             counts = np.bincount(index[valid], minlength=self.size).astype(act.dtype)
             mix = np.zeros((len(index), self.size), dtype=act.dtype)

@@ -16,7 +16,7 @@ from helpers import ROOT, compile_classifier, randomize_weights
 import ridurre
 from ridurre.criteria import make_criterion
 from ridurre.criteria.gradients import accumulate_gradients
-from ridurre.criteria.view import GroupView
+from ridurre.criteria.view import ActivationRecorder, GroupView
 from ridurre.graph import layer_weights, trace_model
 from ridurre.rules import get_rule
 
@@ -271,3 +271,49 @@ def test_gradient_criteria_in_the_loop_and_the_scan():
         assert len(pruner.history) == 2 and pruned.get_layer("conv").filters == 1
     result = scan(model, x, y, ratios=[0.5], layers="conv", criterion="taylor", progress=False)
     assert result.criterion == "taylor" and [p.channels_removed for p in result.points] == [2]
+
+
+ARCHITECTURES = [
+    "sequential_cnn",
+    "residual",
+    "concatenating",
+    "depthwise",
+    "grouped",
+    "conv1d_3d",
+    "squeeze_excite",
+    "mlp",
+    "nested",
+    "shared",
+    "group_norm",
+]
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_group_criteria_score_every_prunable_group_of_every_architecture(arch):
+    import architectures
+
+    model = randomize_weights(getattr(architectures, arch)(), seed=0)
+    trace = trace_model(model)
+    groups = [g for g in trace.groups() if g.prunable and g.size > 1]
+    assert groups
+    rng = np.random.default_rng(0)
+    data = [rng.normal(size=(6,) + tuple(t.shape[1:])).astype("float32") for t in model.inputs]
+    data = data[0] if len(data) == 1 else data
+    labels = np.zeros((6,) + tuple(model.outputs[0].shape[1:]), "float32")
+    criteria = [make_criterion(name) for name in ("l1", "l2", "lamp", "bn_scale", "fpgm", "kmeans")]
+    criteria += [make_criterion(name, data=data) for name in ("activation_mean", "hrank")]
+    criteria.append(make_criterion("taylor", data=data, labels=labels, loss="mse"))
+    recorder = ActivationRecorder(model, trace)
+    for group in groups:
+        view = GroupView(group, trace, model, seed=0, n_remove=1, activations=recorder)
+        roles = {m.role for m in view.members()}
+        assert "producer" in roles, group.producers
+        for criterion in criteria:
+            if "data" in criterion.needs and not _top_level(group):
+                continue  # activations are recorded for the top-level producers only
+            scores = np.asarray(criterion.score(view))
+            assert scores.shape == (group.size,) and np.isfinite(scores).all(), (arch, group.producers, criterion)
+
+
+def _top_level(group):
+    return all("/" not in p for p in group.producers)
