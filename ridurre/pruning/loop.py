@@ -284,6 +284,7 @@ class BasePruning:
                     "pass evaluate_fn=fn(model) -> float (or baseline_metric=, the unpruned model's value "
                     "of the metric your finetune callback reports)"
                 )
+        self._baseline_given = baseline_metric
         self._keep_best = bool(keep_best)
         self._metric_mode = metric_mode
         self.best_iteration = None
@@ -492,8 +493,8 @@ class BasePruning:
         self.baseline_metric = None
         if self._guard is not None:
             self._guard.scale, self._guard.rollbacks_in_a_row = 1.0, 0
-            if self._guard.baseline is None:
-                self._guard.baseline = float(self._evaluate_fn(model))
+            given = self._baseline_given
+            self._guard.baseline = float(self._evaluate_fn(model)) if given is None else float(given)
             self.baseline_metric = self._guard.baseline
             logger.info(
                 "accuracy-aware pruning: baseline metric %.4f, a step may not leave less than %.4f",
