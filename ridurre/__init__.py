@@ -31,6 +31,7 @@ _EXPORTS = {
     "Criterion": "ridurre.criteria:Criterion",
     "register_criterion": "ridurre.criteria:register_criterion",
     "IterationRecord": "ridurre.pruning:IterationRecord",
+    "PruningPlan": "ridurre.pruning:PruningPlan",
     "GroupView": "ridurre.criteria:GroupView",
     "RandomFilterPruning": "ridurre.pruning:RandomFilterPruning",
     "KMeansFilterPruning": "ridurre.pruning:KMeansFilterPruning",

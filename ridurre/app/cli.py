@@ -35,6 +35,8 @@ PRUNE_EPILOG = """examples:
   ridurre prune --model model.keras --data my_data.npz --method kmeans --target-macs 0.5 \\
                 --iterations 4 --finetune-epochs 2 --exclude predictions --output runs/kmeans
   ridurre prune --model model.keras --preset conservative --dry-run
+  ridurre prune --model model.keras --method taylor --target-macs 0.5 --max-accuracy-drop 0.01
+  ridurre prune --model model.keras --method l1 --sparse-epochs 5 --sparse-method group --ratio 0.5
   RIDURRE_STRATEGY_RATIO=0.4 ridurre prune --config run.yaml --model model.keras
 
 precedence: built-in defaults < --preset < --config file < RIDURRE_<SECTION>_<KEY> environment
@@ -141,7 +143,72 @@ PRUNE_OPTIONS = [
     (
         ("--ranking",),
         "strategy.ranking",
-        dict(choices=("local", "global"), help="local: every layer loses its share; global: one ranking"),
+        dict(
+            choices=("local", "global", "isomorphic"),
+            help="local: every layer loses its share; global: one ranking; isomorphic: one ranking per set "
+            "of structurally identical groups",
+        ),
+    ),
+    (
+        ("--scope",),
+        "strategy.scope",
+        dict(
+            choices=("group", "producers"),
+            help="what a weight criterion scores: the whole coupled group (default) or only the "
+            "producing layers (ridurre 0.0.2)",
+        ),
+    ),
+    (
+        ("--reduction",),
+        "strategy.reduction",
+        dict(choices=("mean", "sum", "max", "prod", "first"), help="how a group's layers combine (default: mean)"),
+    ),
+    (
+        ("--normalizer",),
+        "strategy.normalizer",
+        dict(
+            choices=("mean", "max", "sum", "gaussian", "lamp", "none"),
+            help="how each group's scores are scaled for global ranking (default: mean)",
+        ),
+    ),
+    (
+        ("--max-accuracy-drop",),
+        "strategy.max_metric_drop",
+        dict(
+            type=float,
+            metavar="D",
+            help="undo a step whose validation accuracy after finetuning is more than D below the "
+            "unpruned model's (0.01 = one point)",
+        ),
+    ),
+    (
+        ("--on-accuracy-drop",),
+        "strategy.on_metric_drop",
+        dict(choices=("rollback", "stop"), help="after an undone step: retry a smaller one (default) or stop"),
+    ),
+    (
+        ("--keep-best",),
+        "strategy.keep_best",
+        dict(action="store_true", default=None, help="return the model with the best validation accuracy seen"),
+    ),
+    (
+        ("--sparse-epochs",),
+        "sparse.epochs",
+        dict(type=int, metavar="N", help="sparse training epochs before pruning (default: 0)"),
+    ),
+    (
+        ("--sparse-method",),
+        "sparse.method",
+        dict(
+            choices=("bn", "group", "growing"),
+            help="bn: L1 on BatchNorm scales; group: group lasso over coupled groups (default); "
+            "growing: growing regularization",
+        ),
+    ),
+    (
+        ("--sparse-strength",),
+        "sparse.strength",
+        dict(type=float, metavar="L", help="the sparse-training penalty weight (default: 0.01)"),
     ),
     (("--round-to",), "strategy.round_to", dict(type=int, metavar="K", help="keep channel counts multiples of K")),
     (

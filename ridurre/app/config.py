@@ -198,7 +198,13 @@ SCHEMA = {
         "step": _number(0, 1),
         "iterations": _integer(1),
         "finetune_epochs": _integer(0),
-        "ranking": _choice("local", "global"),
+        "ranking": _choice("local", "global", "isomorphic"),
+        "scope": _choice("group", "producers"),
+        "reduction": _choice("mean", "sum", "max", "prod", "first"),
+        "normalizer": _choice("mean", "max", "sum", "gaussian", "lamp", "none"),
+        "max_metric_drop": _number(0, 1, lo_open=False, hi_open=False),
+        "on_metric_drop": _choice("rollback", "stop"),
+        "keep_best": _boolean,
         "round_to": _integer(1, optional=True),
         "min_channels": _integer(1),
         "max_fraction_per_layer": _number(0, 1, hi_open=False),
@@ -209,6 +215,12 @@ SCHEMA = {
     "finetune": {
         "batch_size": _integer(1),
         "learning_rate": _number(0, 10),
+    },
+    "sparse": {
+        "epochs": _integer(0),
+        "method": _choice("bn", "group", "growing"),
+        "strength": _number(0, 1e6, lo_open=False, optional=False),
+        "alpha": _number(1, 1e6, lo_open=False, optional=False),
     },
     "layers": {"include": _patterns, "exclude": _patterns},
     "output": {"dir": _string(optional=False)},
@@ -229,6 +241,12 @@ DEFAULTS = {
         "iterations": 3,
         "finetune_epochs": 1,
         "ranking": "local",
+        "scope": "group",
+        "reduction": "mean",
+        "normalizer": "mean",
+        "max_metric_drop": None,
+        "on_metric_drop": "rollback",
+        "keep_best": False,
         "round_to": None,
         "min_channels": 1,
         "max_fraction_per_layer": None,
@@ -237,6 +255,7 @@ DEFAULTS = {
         "latency_table": None,
     },
     "finetune": {"batch_size": 32, "learning_rate": 0.001},
+    "sparse": {"epochs": 0, "method": "group", "strength": 0.01, "alpha": 4.0},
     "layers": {"include": None, "exclude": None},
     "output": {"dir": "ridurre_output"},
     "report": {"runtimes": ["keras", "litert", "onnx"]},
@@ -454,6 +473,25 @@ class Config:
         if name == "activation_mean" and self["strategy.activation_kind"] == "apoz":
             return "apoz"
         return name
+
+    def criterion_options(self):
+        """The group options of a weight criterion (``strategy.scope``, ``reduction``, ``normalizer``),
+        or ``{}`` for a criterion without them (random, activations).
+
+        Example:
+            >>> resolve_config(cli={"strategy": {"normalizer": "lamp"}}, environ={}).criterion_options()
+            {'scope': 'group', 'reduction': 'mean', 'normalizer': 'lamp'}
+        """
+        from ridurre.criteria import criterion_class
+
+        if not getattr(criterion_class(self.criterion()), "scoped", False):
+            return {}
+        normalizer = self["strategy.normalizer"]
+        return {
+            "scope": self["strategy.scope"],
+            "reduction": self["strategy.reduction"],
+            "normalizer": None if normalizer == "none" else normalizer,
+        }
 
     def save(self, path):
         """Write the values as JSON, atomically."""

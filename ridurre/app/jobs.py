@@ -69,6 +69,8 @@ class PruneRun:
 
     Attributes:
         original: the model given (never modified).
+        sparse: what sparse training before pruning did (``None`` without it): method, epochs,
+            strength and the validation accuracy after it.
         pruned: the pruned and finetuned model.
         pruner: the :class:`~ridurre.pruning.BasePruning` that ran (its ``history``).
         seconds: wall time of the loop.
@@ -87,6 +89,7 @@ class PruneRun:
     accuracy_after: float | None
     val_before: float | None
     compile: str
+    sparse: dict | None = None
 
 
 def _targets(loss, y, num_outputs):
@@ -145,7 +148,9 @@ def make_finetune_fn(data, batch_size, seed, progress, label="", total_epochs=No
     return finetune
 
 
-def make_pruner(config, compile_fn, finetune_fn, data, output_dir=None, evaluate_fn=None):
+def make_pruner(
+    config, compile_fn, finetune_fn, data, output_dir=None, evaluate_fn=None, baseline_metric=None, model=None
+):
     """The :class:`~ridurre.pruning.Pruner` a :class:`~ridurre.app.config.Config` describes.
 
     ``strategy.method`` names the criterion (any name of :mod:`ridurre.criteria`),
@@ -153,14 +158,21 @@ def make_pruner(config, compile_fn, finetune_fn, data, output_dir=None, evaluate
     ``max_macs_reduction = 1 - X``, and ``strategy.step`` (derived when not given) the share of
     each group removed per iteration; ``strategy.head_ratio`` becomes the per-iteration
     ``head_pruning_factor`` of the attention heads. A criterion that needs data gets
-    ``data.activation_samples`` training examples.
+    ``data.activation_samples`` training examples (and their targets, for gradients);
+    ``strategy.max_metric_drop`` compares ``evaluate_fn`` (validation accuracy) with
+    ``baseline_metric``.
     """
     ratio, target, step = config.limits()
     criterion = config.criterion()
     table = load_latency_table(config["strategy.latency_table"])
-    options = {}
-    if "data" in criterion_class(criterion).needs:
+    options = config.criterion_options()
+    needs = criterion_class(criterion).needs
+    if "data" in needs:
         options["data"] = data.x_train[: config["data.activation_samples"]]
+    if "gradients" in needs:
+        if model is None:
+            raise ValueError(f"make_pruner: criterion {criterion!r} takes gradients: pass the model")
+        options["labels"], options["loss"] = _gradient_targets(model, data.y_train[: config["data.activation_samples"]])
     try:
         return Pruner(
             criterion,
@@ -185,6 +197,10 @@ def make_pruner(config, compile_fn, finetune_fn, data, output_dir=None, evaluate
             output_dir=output_dir,
             verify=config["validation.verify"],
             evaluate_fn=evaluate_fn,
+            max_metric_drop=config["strategy.max_metric_drop"],
+            on_metric_drop=config["strategy.on_metric_drop"],
+            keep_best=config["strategy.keep_best"],
+            baseline_metric=baseline_metric if config["strategy.max_metric_drop"] is not None else None,
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError("strategy", message=f"strategy: {exc}") from None
@@ -205,6 +221,60 @@ def load_latency_table(path, flag="--latency-table"):
         return LatencyTable.load(path)
     except (OSError, ValueError, TypeError) as exc:
         raise ConfigError(flag, message=f"{flag}: cannot read a latency table from {path}: {exc}") from None
+
+
+def _gradient_targets(model, y):
+    """Targets (and a loss, when the model has none compiled) for the gradients of ``model``'s loss:
+    its compiled loss with targets shaped for it, else the loss :func:`make_compile_fn` compiles."""
+    n_out = model.outputs[0].shape[-1]
+    config = model.get_compile_config() if getattr(model, "compiled", False) else None
+    if config and config.get("loss") is not None:
+        return _targets(config["loss"], y, n_out), None
+    loss = "binary_crossentropy" if n_out == 1 else "sparse_categorical_crossentropy"
+    return _targets(loss, y, n_out), loss
+
+
+def sparse_train(model, data, config, compile_fn, progress, label=""):
+    """Train a copy of ``model`` for ``sparse.epochs`` epochs with a sparsity callback
+    (:mod:`ridurre.pruning.sparse`); returns ``(sparse model, info dict)``. ``model`` is not changed."""
+    from ridurre.pruning.sparse import SPARSITY_METHODS, GroupLassoSparsity
+
+    epochs, method = config["sparse.epochs"], config["sparse.method"]
+    trained = keras.models.clone_model(model)
+    trained.set_weights(model.get_weights())
+    compile_fn(trained)
+    options = {"alpha": config["sparse.alpha"]} if SPARSITY_METHODS[method] is GroupLassoSparsity else {}
+    callback = SPARSITY_METHODS[method](config["sparse.strength"], **options)
+    bar = progress.epochs(f"{label}sparse training epochs", epochs)
+    keras.utils.set_random_seed(config["strategy.seed"])
+    loss = (trained.get_compile_config() or {}).get("loss")
+    n_out = trained.outputs[0].shape[-1]
+    started = time.perf_counter()
+    trained.fit(
+        data.x_train,
+        _targets(loss, data.y_train, n_out),
+        batch_size=config["finetune.batch_size"],
+        epochs=epochs,
+        verbose=0,
+        callbacks=[callback, bar],
+    )
+    progress.finish(bar.task)
+    x_val, y_val = (data.x_val, data.y_val) if len(data.x_val) else eval_split(data)[:2]
+    info = {
+        "method": method,
+        "epochs": epochs,
+        "strength": config["sparse.strength"],
+        "accuracy": accuracy(trained, x_val, y_val),
+        "seconds": time.perf_counter() - started,
+    }
+    logger.info(
+        "Sparse training (%s, strength %g): %d epoch(s), validation accuracy %s",
+        method,
+        info["strength"],
+        epochs,
+        fmt_pct(info["accuracy"]),
+    )
+    return trained, info
 
 
 def prune_model(model, data, config, output_dir, progress, label=""):
@@ -234,10 +304,15 @@ def prune_model(model, data, config, output_dir, progress, label=""):
 
     if output_dir is not None:
         save_model_atomic(model, os.path.join(output_dir, "models", "original.keras"))
-    pruner = make_pruner(config, compile_fn, finetune, data, output_dir, evaluate)
     stats = model_stats(model)
     before = accuracy(model, x_eval, y_eval)
     val_before = accuracy(model, x_val, y_val)
+    sparse, start = None, model
+    if config["sparse.epochs"] > 0:
+        start, sparse = sparse_train(model, data, config, compile_fn, progress, label)
+    pruner = make_pruner(
+        config, compile_fn, finetune, data, output_dir, evaluate, baseline_metric=val_before, model=start
+    )
     ratio, target, step = config.limits()
     logger.info(
         "Original model %r: %s params, %s MACs, %s accuracy %s",
@@ -258,7 +333,7 @@ def prune_model(model, data, config, output_dir, progress, label=""):
         how,
     )
     started = time.perf_counter()
-    pruned, _ = pruner.run_pruning(model)
+    pruned, _ = pruner.run_pruning(start)
     seconds = time.perf_counter() - started
     progress.finish(iterations)
     if finetune is not None:
@@ -282,6 +357,7 @@ def prune_model(model, data, config, output_dir, progress, label=""):
         accuracy_after=after,
         val_before=val_before,
         compile=how,
+        sparse=sparse,
     )
 
 
@@ -436,9 +512,11 @@ def dry_run(model, data, config, console, progress_enabled=True):
     """
     plan_config = copy.deepcopy(config)
     plan_config.values["strategy"]["finetune_epochs"] = 0
+    plan_config.values["strategy"]["max_metric_drop"] = None  # nothing is finetuned or evaluated
+    plan_config.values["strategy"]["keep_best"] = False
     with Progress(progress_enabled) as progress:
         task = progress.add("planning (no finetune)", total=config["strategy.iterations"])
-        pruner = make_pruner(plan_config, lambda m: progress.advance(task), None, data, None, None)
+        pruner = make_pruner(plan_config, lambda m: progress.advance(task), None, data, None, None, model=model)
         try:
             pruned, _ = pruner.run_pruning(model)
         except (TypeError, ValueError) as exc:

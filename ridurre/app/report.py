@@ -98,6 +98,9 @@ def _first_scores(pruner, model):
     return groups
 
 
+_ITERATION_KEYS = ("iteration", "factor", "params", "macs", "filters", "metric", "seconds", "removed", "rolled_back")
+
+
 def build_summary(
     run, data, config, latency, output_dir, model_path=None, sha_before=None, reload_check=None, wall=None
 ):
@@ -118,7 +121,9 @@ def build_summary(
     history = [r.to_dict() for r in pruner.history]
     steps = [{"step": 0, "params": before.total_params, "macs": before.total_macs, "accuracy": run.val_before}]
     steps += [
-        {"step": r["iteration"] + 1, "params": r["params"], "macs": r["macs"], "accuracy": r["metric"]} for r in history
+        {"step": r["iteration"] + 1, "params": r["params"], "macs": r["macs"], "accuracy": r["metric"]}
+        for r in history
+        if not r.get("rolled_back")
     ]
     lat = {k: {str(b): float(r.median_ms) for b, r in v["keras"].items()} for k, v in latency.items()}
     method = config["strategy.method"]
@@ -165,10 +170,16 @@ def build_summary(
             latency["original"], latency["pruned"], before.total_macs / max(1, after.total_macs)
         ),
         "layers": layer_rows(before, after),
-        "iterations": [
-            {k: r[k] for k in ("iteration", "factor", "params", "macs", "filters", "metric", "seconds", "removed")}
-            for r in history
-        ],
+        "iterations": [{k: r.get(k, False) for k in _ITERATION_KEYS} for r in history],
+        "criterion_options": config.criterion_options(),
+        "sparse": getattr(run, "sparse", None),
+        "accuracy_aware": {
+            "max_drop": config["strategy.max_metric_drop"],
+            "on_drop": config["strategy.on_metric_drop"],
+            "baseline": getattr(pruner, "baseline_metric", None),
+            "keep_best": config["strategy.keep_best"],
+            "returned_iteration": getattr(pruner, "best_iteration", None) if config["strategy.keep_best"] else None,
+        },
         "history": steps,
         "verification": {
             "mode": {True: "on", False: "off", "exact": "exact"}[config["validation.verify"]],
@@ -312,12 +323,16 @@ def render_report(summary):
         f"- **Model**: `{summary['model'].get('path') or summary['model']['name']}`",
         f"- **Data**: {data['name']} ({data['train']} train, {data['validation']} validation, {data['test']} test "
         f"examples); accuracy below is on the **{data['split']}** split",
-        f"- **Method**: `{summary['method']}`: {summary['criterion']}",
+        f"- **Method**: `{summary['method']}`: {summary['criterion']}"
+        + _options_text(summary.get("criterion_options")),
         f"- **Target**: {', '.join(target) or 'n/a'}; up to {lim['iterations']} iterations of "
         f"{100 * lim['step']:.1f} % of the remaining channels, {lim['finetune_epochs']} finetune epoch(s) each "
         f"(compile: {summary['compile']})",
         f"- **Time**: {summary['seconds']:.1f} s pruning and finetuning"
         + (f", {summary['wall_seconds']:.1f} s in all" if summary.get("wall_seconds") else ""),
+    ]
+    lines += _run_notes(summary)
+    lines += [
         "",
         "## Before and after",
         "",
@@ -354,6 +369,7 @@ def render_report(summary):
     lines += runtime_lines(summary.get("runtimes"), b["macs"] / max(1, a["macs"]))
     if summary.get("history"):
         lines += ["![history](../plots/history.png)", ""]
+    lines += _iteration_table(summary)
     lines += ["## Per layer", "", "| layer | class | channels | parameters | MACs |", "|---|---|---:|---:|---:|"]
     for row in summary["layers"]:
 
@@ -373,9 +389,10 @@ def render_report(summary):
     for it in summary["iterations"]:
         metric = "" if it.get("metric") is None else f", validation accuracy after finetune {fmt_pct(it['metric'])}"
         total = sum(len(v) for v in it["removed"].values())
+        undone = " **(rolled back: undone)**" if it.get("rolled_back") else ""
         lines.append(
             f"### Iteration {it['iteration'] + 1} (factor {it['factor']:.3f}): {total} channels removed, "
-            f"{fmt_int(it['params'])} parameters, {fmt_int(it['macs'])} MACs left{metric}"
+            f"{fmt_int(it['params'])} parameters, {fmt_int(it['macs'])} MACs left{metric}{undone}"
         )
         lines.append("")
         for layer, idx in it["removed"].items():
@@ -403,10 +420,69 @@ def render_report(summary):
     lines += [
         "",
         "Files: `models/` (original, one checkpoint per iteration, final), `logs/` (history.csv, "
-        "history.json, ridurre.log), `config.json` (the effective configuration, usable with `--config`).",
+        "history.json, ridurre.log), `config.json` (the effective configuration, usable with `--config`), "
+        "`plan.json` (the channels each kept step removed: `ridurre.PruningPlan.load(...).apply(model)` "
+        "replays them on another copy of the model).",
         "",
     ]
     return "\n".join(lines)
+
+
+def _options_text(options):
+    if not options:
+        return ""
+    return " (" + ", ".join(f"{k} `{v}`" for k, v in options.items()) + ")"
+
+
+def _run_notes(summary):
+    """Lines on sparse training and accuracy-aware pruning, when the run used them."""
+    lines = []
+    sparse = summary.get("sparse")
+    if sparse:
+        lines.append(
+            f"- **Sparse training** before pruning: `{sparse['method']}` (strength {sparse['strength']:g}), "
+            f"{sparse['epochs']} epoch(s), validation accuracy after it {fmt_pct(sparse['accuracy'])}"
+        )
+    guard = summary.get("accuracy_aware") or {}
+    if guard.get("max_drop") is not None:
+        then = "a smaller step is tried" if guard["on_drop"] == "rollback" else "pruning stops"
+        lines.append(
+            f"- **Accuracy-aware**: a step leaving the validation accuracy more than {100 * guard['max_drop']:.2f} "
+            f"points below the unpruned model's ({fmt_pct(guard.get('baseline'))}) is undone, then {then}"
+        )
+    if guard.get("keep_best"):
+        lines.append("- **Keep best**: the model returned is the one with the best validation accuracy seen")
+    return lines
+
+
+def _iteration_table(summary):
+    """The validation metric after every iteration, and which steps were undone or returned."""
+    iterations = summary.get("iterations") or []
+    if not iterations:
+        return []
+    guard = summary.get("accuracy_aware") or {}
+    returned = guard.get("returned_iteration")
+    kept = [it["iteration"] for it in iterations if not it.get("rolled_back")]
+    if returned is None and kept:
+        returned = kept[-1]
+    history = summary.get("history") or [{}]
+    baseline = guard.get("baseline") if guard.get("baseline") is not None else history[0].get("accuracy")
+    lines = [
+        "## Metric per iteration",
+        "",
+        "| iteration | factor | MACs | validation accuracy | step |",
+        "|---:|---:|---:|---:|---|",
+        f"| 0 (unpruned) | | {fmt_int(summary['before']['macs'])} | {fmt_pct(baseline)} | |",
+    ]
+    for it in iterations:
+        status = "rolled back" if it.get("rolled_back") else "kept"
+        if it["iteration"] == returned:
+            status += ", **returned**"
+        lines.append(
+            f"| {it['iteration'] + 1} | {it['factor']:.3f} | {fmt_int(it['macs'])} | "
+            f"{fmt_pct(it.get('metric'))} | {status} |"
+        )
+    return lines + [""]
 
 
 def write_report(path, summary):

@@ -124,12 +124,14 @@ def run(args):
     units = int(model.outputs[0].shape[-1])
     if units > 1 and y.max() >= units:
         return fail(f"--data: labels go up to {int(y.max())} but the model has {units} outputs")
+    sample = data.x_train[:512] if len(data.x_train) else x
+    sample_labels = data.y_train[:512] if len(data.x_train) else y  # for the gradient criteria
     if not getattr(model, "compiled", False):
         loss = "binary_crossentropy" if units == 1 else "sparse_categorical_crossentropy"
         model.compile(optimizer="adam", loss=loss, metrics=["accuracy"])
     elif "categorical" in _loss_name(model) and "sparse" not in _loss_name(model):
         y = keras.utils.to_categorical(y, units)
-    sample = data.x_train[:512] if len(data.x_train) else x
+        sample_labels = keras.utils.to_categorical(sample_labels, units)
     try:
         result = scan(
             model,
@@ -139,6 +141,7 @@ def run(args):
             layers=args.layers,
             criterion=criterion,
             data=sample,
+            labels=sample_labels,
             batch_size=args.batch_size,
             output_dir=args.output,
             resume=args.resume,

@@ -201,7 +201,7 @@ def run_workflow(args):
             evaluate("unpruned")
             if source["pruned"] == "prune":
                 compile_fn, _ = make_compile_fn(models["unpruned"])
-                pruner = make_pruner(config, compile_fn, None, data, output_dir=out)
+                pruner = make_pruner(config, compile_fn, None, data, output_dir=out, model=models["unpruned"])
                 models["pruned"], _ = pruner.run_pruning(models["unpruned"])
                 save_model_atomic(models["pruned"], saved["pruned"])
                 logger.info(

@@ -18,13 +18,20 @@ from ridurre.criteria.base import (
     unregister_criterion,
 )
 from ridurre.criteria.builtin import (
+    SCOPES,
     ActivationMeanCriterion,
     APoZCriterion,
     BNScaleCriterion,
+    FPGMCriterion,
+    GroupCriterion,
+    HessianCriterion,
+    HRankCriterion,
     KMeansCriterion,
     L1Criterion,
     L2Criterion,
+    LAMPCriterion,
     RandomCriterion,
+    TaylorCriterion,
 )
 
 __all__ = [
@@ -37,15 +44,23 @@ __all__ = [
     "make_criterion",
     "register_criterion",
     "unregister_criterion",
+    "SCOPES",
+    "GroupCriterion",
     "ActivationMeanCriterion",
     "APoZCriterion",
     "BNScaleCriterion",
+    "FPGMCriterion",
+    "HessianCriterion",
+    "HRankCriterion",
     "KMeansCriterion",
     "L1Criterion",
     "L2Criterion",
+    "LAMPCriterion",
     "RandomCriterion",
+    "TaylorCriterion",
     "GroupView",
     "ActivationRecorder",
+    "Member",
 ]
 
 __getattr__, _dir = lazy_exports(
@@ -53,6 +68,7 @@ __getattr__, _dir = lazy_exports(
     {
         "GroupView": "ridurre.criteria.view:GroupView",
         "ActivationRecorder": "ridurre.criteria.view:ActivationRecorder",
+        "Member": "ridurre.criteria.view:Member",
     },
     globals(),
 )

@@ -54,7 +54,14 @@ class Criterion:
         description: one line saying what it removes (shown by ``--help`` and in reports).
         score_label: what the score is, for plots (``"L1 norm of the filter"``).
         needs: what it needs besides the model, a subset of :data:`NEEDS`; a criterion needing
-            ``"data"`` takes ``data=`` (a sample of inputs) when it is made.
+            ``"data"`` takes ``data=`` (a sample of inputs) when it is made, one needing
+            ``"gradients"`` also ``labels=`` (their targets).
+        scoped: it takes ``scope=`` (``"group"`` or ``"producers"``, see
+            :class:`~ridurre.criteria.GroupCriterion`).
+        normalizer: how one group's scores are scaled before ``ranking="global"`` compares
+            groups (:func:`~ridurre.criteria.scores.normalize_scores`): ``"mean"`` (divided by
+            their mean, as ridurre 0.0.2), ``"max"``, ``"sum"``, ``"gaussian"``, ``"lamp"``,
+            or ``None`` (compared as they are).
 
     Example:
         >>> import numpy as np
@@ -71,6 +78,8 @@ class Criterion:
     description: ClassVar[str] = ""
     score_label: ClassVar[str] = "score"
     needs: ClassVar[frozenset] = frozenset({"weights"})
+    scoped: ClassVar[bool] = False
+    normalizer: str | None = "mean"
 
     def score(self, view) -> np.ndarray:
         """One score per channel of ``view``'s group, higher = more important."""

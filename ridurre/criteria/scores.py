@@ -17,7 +17,9 @@ convolutions joined by a residual ``Add``). The loop hands each criterion one ar
   the channels;
 - activation criteria take recorded activations of shape ``(..., n)`` (channels last).
 
-Per-member scores are combined with ``reduction`` in ``{"sum", "mean", "max"}``.
+Per-member scores are combined with ``reduction`` in ``{"sum", "mean", "max", "prod", "first"}``
+and, for ranking across groups, normalized with :func:`normalize_scores` (``"mean"``, ``"max"``,
+``"sum"``, ``"gaussian"``, ``"lamp"``), as Torch-Pruning's group importance does.
 Everything here is numpy (and scikit-learn for KMeans, imported lazily): no Keras or
 TensorFlow, so it runs on every Keras backend.
 """
@@ -35,19 +37,26 @@ import numpy as np
 from ridurre._validation import check_int
 
 __all__ = [
+    "NORMALIZERS",
+    "REDUCTIONS",
     "activation_mean_scores",
     "activation_scores",
     "apoz_scores",
     "bn_scale_scores",
+    "fpgm_scores",
+    "hrank_scores",
     "kmeans_keep",
     "kmeans_scores",
     "l1_scores",
     "l2_scores",
     "lp_norm_scores",
+    "magnitude_scores",
+    "normalize_scores",
     "random_scores",
 ]
 
-REDUCTIONS = ("sum", "mean", "max")
+REDUCTIONS = ("sum", "mean", "max", "prod", "first")
+NORMALIZERS = ("mean", "max", "sum", "gaussian", "lamp")
 ACTIVATION_KINDS = ("mean", "apoz")
 
 
@@ -125,6 +134,10 @@ def _combine(per_member: list[np.ndarray], reduction: str) -> np.ndarray:
         return stack.sum(axis=0)
     if reduction == "mean":
         return stack.mean(axis=0)
+    if reduction == "prod":
+        return stack.prod(axis=0)
+    if reduction == "first":
+        return stack[0].copy()
     return stack.max(axis=0)
 
 
@@ -222,6 +235,133 @@ def l2_scores(mats: Sequence[np.ndarray] | np.ndarray, reduction: str = "sum", n
         array([5., 1.])
     """
     return lp_norm_scores(mats, p=2, reduction=reduction, normalize=normalize)
+
+
+def magnitude_scores(mats: Sequence[np.ndarray] | np.ndarray, p: float = 1, reduction: str = "mean") -> np.ndarray:
+    """Group magnitude: per member the sum of ``|w| ** p`` over each channel's row, combined.
+
+    This is Torch-Pruning's group magnitude importance: the rows of every member of a group
+    (producers' output weights, consumers' input weights, normalization scales) are scored
+    alike and reduced; with ``p=2`` a row scores its *squared* L2 norm. Use it on products
+    (``w * dL/dw``) for first-order Taylor scores.
+
+    Args:
+        mats: one ``(n, f)`` matrix per member (or a single 2-D array).
+        p: exponent, a number ``> 0``.
+        reduction: how members combine: one of :data:`REDUCTIONS`.
+
+    Returns:
+        ``np.ndarray`` of shape ``(n,)``: higher = more important.
+
+    Example:
+        >>> import numpy as np
+        >>> conv = np.array([[1.0, -1.0], [0.5, 0.0]])        # 2 channels, 2 weights each
+        >>> gamma = np.array([[2.0], [0.1]])                  # the BatchNorm scale of each channel
+        >>> magnitude_scores([conv, gamma], p=1, reduction="sum")
+        array([4. , 0.6])
+        >>> magnitude_scores([conv, gamma], p=2, reduction="first")
+        array([2.  , 0.25])
+    """
+    members = _weight_matrices(mats)
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not (p > 0) or math.isinf(p) or math.isnan(p):
+        raise ValueError(f"p must be a finite number > 0, got {p!r}")
+    reduction = _check_reduction(reduction)
+    return _combine([np.sum(np.abs(m) ** float(p), axis=1) for m in members], reduction)
+
+
+def normalize_scores(scores: Sequence[float] | np.ndarray, normalizer: str | None = "mean") -> np.ndarray:
+    """Scale one group's scores so that groups can be ranked together (``ranking="global"``).
+
+    - ``"mean"``, ``"max"``, ``"sum"``: divide by the mean, max or sum (when it is > 0);
+    - ``"gaussian"``: subtract the mean and divide by the standard deviation;
+    - ``"lamp"``: LAMP (Lee et al. 2021): each score divided by the sum of the scores not
+      smaller than it, so the weakest channel of a group scores its share of what is left;
+    - ``None``: unchanged.
+
+    The order within the group never changes, so local ranking is unaffected.
+
+    Example:
+        >>> normalize_scores([1.0, 2.0, 3.0, 2.0], "mean")
+        array([0.5, 1. , 1.5, 1. ])
+        >>> normalize_scores([1.0, 3.0, 4.0], "lamp")
+        array([0.125     , 0.42857143, 1.        ])
+    """
+    if normalizer is not None and normalizer not in NORMALIZERS:
+        raise ValueError(f"normalizer must be one of {NORMALIZERS} or None, got {normalizer!r}")
+    s = _numeric(scores, "scores", as_float64=True)
+    if s.ndim != 1 or s.size == 0:
+        raise ValueError(f"scores must be a non-empty 1-D array, got shape {s.shape}")
+    _check_finite(s, "scores")
+    if normalizer is None:
+        return s.copy()
+    if normalizer == "gaussian":
+        sd = float(s.std())
+        return (s - s.mean()) / sd if sd > 0 else s - s.mean()
+    if normalizer == "lamp":
+        order = np.argsort(s, kind="stable")
+        tail = np.cumsum(s[order][::-1])[::-1]  # sum of the scores from this one up
+        out = np.empty_like(s)
+        out[order] = np.divide(s[order], tail, out=np.zeros_like(tail), where=tail > 0)
+        return out
+    scale = float({"mean": np.mean, "max": np.max, "sum": np.sum}[normalizer](s))
+    return s / scale if scale > 0 else s.copy()
+
+
+def fpgm_scores(mats: Sequence[np.ndarray] | np.ndarray, reduction: str = "mean") -> np.ndarray:
+    """Filter Pruning via Geometric Median (He et al. 2019): a channel whose weights lie near the
+    geometric median of the member's rows is replaceable by the others.
+
+    Per member, each row scores the sum of its Euclidean distances to the other rows (the
+    rows nearest the geometric median score lowest); members are combined with ``reduction``.
+
+    Example:
+        >>> import numpy as np
+        >>> w = np.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 3.0]])
+        >>> int(np.argmin(fpgm_scores([w])))    # the row at the centre of the others
+        0
+    """
+    from sklearn.metrics.pairwise import euclidean_distances
+
+    members = _weight_matrices(mats)
+    reduction = _check_reduction(reduction)
+    return _combine([euclidean_distances(m).sum(axis=1) for m in members], reduction)
+
+
+def hrank_scores(feature_maps: Sequence[np.ndarray] | np.ndarray, reduction: str = "mean") -> np.ndarray:
+    """HRank (Lin et al. 2020): the average rank of each channel's feature maps on a data sample.
+
+    A map of shape ``(H, W)`` (2-D convolutions) has its matrix rank; a map of one spatial axis
+    ``(L,)`` is read as an ``L x 1`` matrix and a single value (Dense) as ``1 x 1``, so there
+    the rank is 1 for a non-zero map and 0 for a dead one; more axes are folded into the
+    second one.
+
+    Args:
+        feature_maps: one array of shape ``(samples, *spatial, n)`` per member (channels last).
+        reduction: how members combine.
+
+    Example:
+        >>> import numpy as np
+        >>> maps = np.zeros((2, 3, 3, 2))
+        >>> maps[:, :, :, 0] = np.eye(3)          # full rank
+        >>> maps[:, 0, :, 1] = 1.0                # rank 1
+        >>> hrank_scores([maps])
+        array([3., 1.])
+    """
+    members = _members(feature_maps, "feature_maps", "arrays of shape (samples, *spatial, n_channels)")
+    reduction = _check_reduction(reduction)
+    values = []
+    for i, fm in enumerate(members):
+        label = f"feature_maps[{i}]"
+        a = _numeric(fm, label, as_float64=True)
+        if a.ndim < 2 or a.shape[0] == 0 or a.shape[-1] == 0:
+            raise ValueError(f"{label} must have shape (samples, *spatial, n_channels), got {a.shape}")
+        _check_finite(a, label)
+        maps = np.moveaxis(a, -1, 1)  # (samples, n, *spatial)
+        rows = maps.shape[2] if a.ndim > 2 else 1
+        maps = maps.reshape(maps.shape[0], maps.shape[1], rows, -1)
+        values.append(np.linalg.matrix_rank(maps).mean(axis=0).astype(np.float64))
+    _check_same_channels([len(v) for v in values], "feature_maps")
+    return _combine(values, reduction)
 
 
 # --------------------------------------------------------------------------- random

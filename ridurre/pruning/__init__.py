@@ -19,6 +19,8 @@ _EXPORTS = {
     "ScoreFilterPruning": "ridurre.pruning.methods:ScoreFilterPruning",
     "METHODS": "ridurre.pruning.methods:METHODS",
     "Limits": "ridurre.pruning.limits:Limits",
+    "PruningPlan": "ridurre.pruning.plan:PruningPlan",
+    "MetricGuard": "ridurre.pruning.guard:MetricGuard",
 }
 
 __all__ = sorted(_EXPORTS)

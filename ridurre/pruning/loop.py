@@ -45,11 +45,14 @@ import numpy as np
 from ridurre import graph as _graph
 from ridurre._io import save_model_atomic
 from ridurre._validation import LayerPatterns, check_callable, check_fraction, check_int, check_unit
-from ridurre.criteria import make_criterion
+from ridurre.criteria import Criterion, criterion_class, make_criterion
 from ridurre.criteria import selection as _selection
+from ridurre.criteria.scores import normalize_scores
 from ridurre.criteria.view import ActivationRecorder, GroupView
 from ridurre.pruning.checkpoints import load_state, save_state, write_history
+from ridurre.pruning.guard import BestKeeper, MetricGuard
 from ridurre.pruning.limits import Budget, Limits, fit_to_limits
+from ridurre.pruning.plan import PruningPlan
 from ridurre.rules import HEAD_KINDS
 from ridurre.surgery import Surgeon
 
@@ -78,6 +81,7 @@ class IterationRecord:
     """Groups pruned in this step (by first producer) whose channels pass through a
     normalization over the channel axis (``ChannelGroup.exact`` False): the pruned model is
     structurally right there, but not numerically the model with those channels zeroed."""
+    rolled_back: bool = False  # the step cost more than max_metric_drop and was undone
 
     def to_dict(self):
         return asdict(self)
@@ -168,8 +172,10 @@ class BasePruning:
         min_channels: never leave a group with fewer channels.
         max_fraction_per_layer: never remove more than this share of a group's original channels.
         round_to: keep channel counts multiple of this (e.g. 8, for real speed-ups).
-        ranking: ``"local"`` (each group loses its share) or ``"global"`` (one ranking over all
-            groups, scores normalized per group).
+        ranking: ``"local"`` (each group loses its share), ``"global"`` (one ranking over all
+            groups, scores normalized per group by the criterion's ``normalizer``) or
+            ``"isomorphic"`` (one ranking over each set of structurally identical groups, such
+            as the same block repeated in a stage; see ``GroupView.structure``).
         seed: seeds every random choice (per iteration), so runs are reproducible.
         output_dir: write ``history.json``/``history.csv`` and a ``.keras`` checkpoint after
             every iteration there (atomic writes); ``resume=True`` continues from them.
@@ -193,10 +199,22 @@ class BasePruning:
             score by its group's relative time saved per channel, so groups that cost time go
             first, and ``target_speedup`` limits the latency the table predicts instead of the
             MACs.
+        max_metric_drop: accuracy-aware pruning: a step whose metric after finetuning falls more
+            than this below the unpruned model's (``baseline_metric``, by default
+            ``evaluate_fn(model)``) is undone (``history`` keeps it, ``rolled_back=True``); then
+            ``on_metric_drop="rollback"`` retries with the factor times ``rollback_shrink`` (at
+            most ``max_rollbacks`` times in a row) and ``"stop"`` stops.
+        keep_best: return the accepted model with the best metric rather than the last one
+            (``best_iteration`` says which).
+        metric_mode: ``"max"`` when a higher metric is better (accuracy), ``"min"`` (a loss).
     """
 
     criterion = None
     """The criterion of a method class (a name, Criterion class or instance); ``criterion=`` overrides it."""
+
+    criterion_scope = None
+    """The ``scope`` a method class gives its criterion unless asked otherwise (the classic
+    classes: ``"producers"``, ridurre 0.0.2's scores); ``None``: the criterion's default (the group)."""
 
     def __init__(
         self,
@@ -230,6 +248,13 @@ class BasePruning:
         head_criterion=None,
         head_criterion_options=None,
         latency_table=None,
+        max_metric_drop=None,
+        on_metric_drop="rollback",
+        max_rollbacks=3,
+        rollback_shrink=0.5,
+        keep_best=False,
+        baseline_metric=None,
+        metric_mode="max",
     ):
         if args:
             nb_trained_for_epochs, maximum_prune_iterations, maximum_pruning_percent = _legacy_positional(
@@ -283,8 +308,8 @@ class BasePruning:
         self._min_channels = check_int(min_channels, "min_channels", 1)
         self._max_fraction = check_fraction(max_fraction_per_layer, "max_fraction_per_layer")
         self._round_to = None if round_to is None else check_int(round_to, "round_to", 1)
-        if ranking not in ("local", "global"):
-            raise ValueError(f"ranking must be 'local' or 'global', got {ranking!r}")
+        if ranking not in RANKINGS:
+            raise ValueError(f"ranking must be one of {RANKINGS}, got {ranking!r}")
         self._ranking = ranking
         self._seed = check_int(seed, "seed", 0)
         self._output_dir = None if output_dir is None else os.fspath(output_dir)
@@ -297,7 +322,7 @@ class BasePruning:
         self._prune_bins = None
         self._inexact_pruned: list[str] = []  # groups through a normalization pruned in the current step
         spec = criterion if criterion is not None else type(self).criterion
-        self._criterion = None if spec is None else make_criterion(spec, **(criterion_options or {}))
+        self._criterion = _make_criterion(spec, criterion_options, type(self).criterion_scope)
         self._head_factor = (
             None if head_pruning_factor is None else check_unit(head_pruning_factor, "head_pruning_factor")
         )
@@ -307,6 +332,21 @@ class BasePruning:
         )
         self.history: list[IterationRecord] = []
         self._check_hooks()
+        self._guard = None
+        if max_metric_drop is not None:
+            self._guard = MetricGuard(
+                max_metric_drop, on_metric_drop, max_rollbacks, rollback_shrink, metric_mode, baseline_metric
+            )
+            if self._evaluate_fn is None and baseline_metric is None:
+                raise ValueError(
+                    "max_metric_drop compares the metric after each finetune with the unpruned model's: "
+                    "pass evaluate_fn=fn(model) -> float (or baseline_metric=, the unpruned model's value "
+                    "of the metric your finetune callback reports)"
+                )
+        self._baseline_given = baseline_metric
+        self._keep_best = bool(keep_best)
+        self._metric_mode = metric_mode
+        self.best_iteration = None
 
     # -- validation helpers ------------------------------------------------------------------
     @staticmethod
@@ -372,6 +412,13 @@ class BasePruning:
     def run_pruning_for_conv2d_layer(self, pruning_factor: float, layer, layer_weight_mtx: np.ndarray):
         """ridurre 0.0.2 hook: filter indices of a Conv2D layer to remove."""
         raise NotImplementedError
+
+    def plan(self) -> PruningPlan:
+        """The :class:`~ridurre.pruning.plan.PruningPlan` of the last run: the channels each
+        accepted step removed, replayable on another copy of the model."""
+        if not hasattr(self, "_original_channels"):
+            raise ValueError("plan(): run_pruning has not run yet")
+        return PruningPlan.from_history(self.history, self._original_channels)
 
     def _after_resume(self):
         """Called once ``self.history`` holds the records of a resumed run (for subclasses that
@@ -460,6 +507,7 @@ class BasePruning:
         factor = self._pruning_factor
         iteration = 0
         self.history = []
+        self._start_guard(model)
         if self._resume and self._output_dir:
             state = load_state(self._output_dir)
             if state is not None:
@@ -471,6 +519,8 @@ class BasePruning:
                 iteration, factor = state["iteration"] + 1, state["factor"]
                 self._current_nb_of_epochs = state["epoch"]
                 self.history = [IterationRecord(**r) for r in state["history"]]
+                if self._guard is not None:
+                    self._guard.restore(state.get("guard"))
                 self._after_resume()
                 logger.info("resuming after iteration %d from %s", state["iteration"], state["checkpoint"])
                 if state.get("finished"):
@@ -480,7 +530,8 @@ class BasePruning:
                 factor = float(prune_factor_scheduler_fn(factor, iteration))
                 self._check_factor(factor, "the factor returned by prune_factor_scheduler_fn")
             started = time.perf_counter()
-            new_model, removed = self._prune_step(model, factor, iteration)
+            step_factor = factor * (self._guard.scale if self._guard is not None else 1.0)
+            new_model, removed = self._prune_step(model, step_factor, iteration)
             if new_model is None:
                 logger.info("iteration %d: nothing left to prune within the limits; stopping", iteration)
                 break
@@ -497,16 +548,69 @@ class BasePruning:
                     except Exception as exc:
                         raise RuntimeError(f"model_finetune_fn failed in pruning iteration {iteration}: {exc}") from exc
             self._current_nb_of_epochs = end_epoch
-            record = self._record(new_model, iteration, factor, removed, result, time.perf_counter() - started)
-            model = new_model
+            record = self._record(new_model, iteration, step_factor, removed, result, time.perf_counter() - started)
+            verdict = self._judge_step(record)
             self.history.append(record)
+            if verdict != "accept":
+                self._checkpoint(model, iteration, factor, finished=verdict == "stop")
+                if verdict == "stop":
+                    break
+                iteration += 1
+                continue
+            model = new_model
+            self._offer_best(model, record)
             done = self._limit_reached(record)
             self._checkpoint(model, iteration, factor, finished=done)
             if done:
                 logger.info("pruning limit reached after iteration %d", iteration)
                 break
             iteration += 1
-        return model, self._current_nb_of_epochs
+        return self._returned_model(model), self._current_nb_of_epochs
+
+    # -- accuracy-aware pruning --------------------------------------------------------------
+    def _start_guard(self, model):
+        """The baseline metric of the unpruned model, and a fresh best-model keeper."""
+        self._best = BestKeeper(self._metric_mode) if self._keep_best else None
+        self.best_iteration = None
+        self.baseline_metric = None
+        if self._guard is not None:
+            self._guard.scale, self._guard.rollbacks_in_a_row = 1.0, 0
+            given = self._baseline_given
+            self._guard.baseline = float(self._evaluate_fn(model)) if given is None else float(given)
+            self.baseline_metric = self._guard.baseline
+            logger.info(
+                "accuracy-aware pruning: baseline metric %.4f, a step may not leave less than %.4f",
+                self._guard.baseline,
+                self._guard.floor(),
+            )
+
+    def _judge_step(self, record):
+        """``"accept"``, ``"rollback"`` or ``"stop"`` for a finetuned step (always accept without a guard)."""
+        if self._guard is None:
+            return "accept"
+        verdict = self._guard.judge(record.metric)
+        if verdict != "accept":
+            record.rolled_back = True
+            logger.warning(
+                "iteration %d: metric %s is below the allowed %.4f: step undone%s",
+                record.iteration,
+                _fmt_metric(record.metric),
+                self._guard.floor(),
+                f"; retrying with a {self._guard.scale:.3g}x smaller step" if verdict == "rollback" else "; stopping",
+            )
+        return verdict
+
+    def _offer_best(self, model, record):
+        if self._best is not None and self._best.offer(model, record.metric, record.iteration):
+            self.best_iteration = record.iteration
+
+    def _returned_model(self, model):
+        if self._best is not None and self._best.model is not None:
+            if self._best.model is not model:
+                best = self._best
+                logger.info("keep_best: returning the model of iteration %d (metric %.4f)", best.iteration, best.metric)
+            return self._best.model
+        return model
 
     def _check_latency_target(self, trace):
         """Refuse a latency target the table says cannot be met: pruning would otherwise go on
@@ -560,6 +664,8 @@ class BasePruning:
         legacy = type(self).run_pruning_for_conv2d_layer is not BasePruning.run_pruning_for_conv2d_layer
         if self._ranking == "global" and not legacy:
             return self._plan_global(views, factor)
+        if self._ranking == "isomorphic" and not legacy:
+            return self._plan_isomorphic(views, factor)
         plan = {}
         for view in views:
             n_remove = self._step_count(view.group, factor)
@@ -589,10 +695,30 @@ class BasePruning:
             )
         return np.sort(chosen)
 
+    def _plan_isomorphic(self, views, factor):
+        """One ranking over each set of structurally identical groups (``GroupView.structure``)."""
+        classes = {}
+        for view in views:
+            classes.setdefault(view.structure(), []).append(view)
+        plan = {}
+        for members in classes.values():
+            plan.update(self._plan_global(members, factor))
+        return plan
+
+    def _global_scores(self, views):
+        """Scores comparable across groups, and whether ``allocate_global`` must still normalize
+        them: normalized by the criterion's ``normalizer``, or, for a subclass scoring channels
+        itself, left to ``allocate_global`` (divided by their mean absolute value, as 0.0.2)."""
+        scores = {v.group.id: np.asarray(self.score_channels(v), dtype=np.float64) for v in views}
+        if type(self).score_channels is not BasePruning.score_channels:
+            return scores, True
+        normalizer = self._criterion.normalizer
+        return {gid: normalize_scores(s, normalizer) for gid, s in scores.items()}, False
+
     def _plan_global(self, views, factor):
-        """One ranking over all groups (scores normalized per group, or weighted by the time a
-        channel saves with a latency table), within per-group bounds; heads are not ranked
-        against channels: each attention layer loses its share."""
+        """One ranking over all groups (scores normalized per group by the criterion's normalizer,
+        or weighted by the time a channel saves with a latency table), within per-group bounds;
+        heads are not ranked against channels: each attention layer loses its share."""
         heads = [v for v in views if v.group.kind in HEAD_KINDS]
         views = [v for v in views if v.group.kind not in HEAD_KINDS]
         bounded = {}
@@ -602,9 +728,8 @@ class BasePruning:
                 bounded[view.group.id] = self._checked_selection(view, self.select_channels(view, n_remove), n_remove)
         if not views:
             return bounded
-        scores = {v.group.id: np.asarray(self.score_channels(v), dtype=np.float64) for v in views}
+        scores, normalize = self._global_scores(views)
         total = sum(self._wanted(v.group, factor) for v in views)
-        normalize = True
         if self._latency_table is not None:
             scores, normalize = _per_time_saved(scores, views, self._latency_table), False
         plan = _selection.allocate_global(
@@ -748,7 +873,7 @@ class BasePruning:
         summary = _history_summary(result)
         metric = float(self._evaluate_fn(new)) if self._evaluate_fn is not None else _metric_from(summary)
         percent = 1.0 - filters / max(1, self._original_filters)
-        before = self.history[-1] if self.history else None
+        before = next((r for r in reversed(self.history) if not r.rolled_back), None)
         b_filters = before.filters if before else self._original_filters
         b_params = before.params if before else self._original_cost["params"]
         b_macs = before.macs if before else self._original_cost["macs"]
@@ -801,6 +926,7 @@ class BasePruning:
         save_model_atomic(model, path)
         history = [r.to_dict() for r in self.history]
         write_history(os.path.join(self._output_dir, "logs"), history)
+        self.plan().save(os.path.join(self._output_dir, "plan.json"))
         save_state(
             self._output_dir,
             {
@@ -810,6 +936,7 @@ class BasePruning:
                 "checkpoint": path,
                 "history": history,
                 "finished": finished,
+                "guard": None if self._guard is None else self._guard.state(),
             },
         )
 
@@ -857,6 +984,22 @@ class Pruner(BasePruning):
             criterion_options=criterion_options,
             **options,
         )
+
+
+RANKINGS = ("local", "global", "isomorphic")
+
+
+def _make_criterion(spec, options, scope):
+    """The criterion object of ``spec`` with ``options``; a method class's ``scope`` is given to
+    a scoped criterion made by name or class unless the options say otherwise."""
+    if spec is None:
+        return None
+    options = dict(options or {})
+    if scope is not None and "scope" not in options and not isinstance(spec, Criterion):
+        cls = criterion_class(spec) if isinstance(spec, str) else spec
+        if getattr(cls, "scoped", False):
+            options["scope"] = scope
+    return make_criterion(spec, **options)
 
 
 def _legacy_positional(args, nb_trained_for_epochs, maximum_prune_iterations, maximum_pruning_percent):

@@ -34,6 +34,8 @@ __all__ = [
 
 
 class _Method(BasePruning):
+    criterion_scope = "producers"  # ridurre 0.0.2's scores unless criterion_options says scope="group"
+
     def __init__(
         self,
         factor,

@@ -12,6 +12,8 @@ A rule answers, for one layer type, every question ridurre asks about a layer:
   behave exactly as if they had been removed, with the same shapes?
 * ``macs`` and ``other_ops``: what one call costs (see :mod:`ridurre.metrics`);
 * ``output_weights``: the weights producing each output channel (what weight criteria score);
+* ``input_weights``: the weights applied to each input channel (a consumer's kernel slice, a
+  normalization's scale), what group-level criteria add to a channel's score;
 * ``weight_names`` and ``filters``: how the layer looks in a saved file (mask mode reads files
   without Keras, see :mod:`ridurre.scorefile`).
 
@@ -267,6 +269,13 @@ class LayerRule:
         tensors), what the activation criteria score (empty: unknown)."""
         return {}
 
+    def input_weights(self, layer, weights) -> np.ndarray | None:
+        """A ``(input channels, features)`` matrix: row i holds the weights applied to input
+        channel i (a consumer's kernel slice, a normalization's scale ``gamma``); ``None`` for a
+        layer with no such weights. Biases are left out. Group-level criteria score a channel by
+        these as well as by the weights producing it."""
+        return None
+
     # -- saved files -------------------------------------------------------------------------
     def weight_names(self, config) -> tuple | None:
         """The names of the layer's variables in a saved file, in order; ``None`` when unknown."""
@@ -340,6 +349,11 @@ class PassThroughRule(LayerRule):
                 arr[..., out_zero] = value
                 new[name] = arr
         return new
+
+    def input_weights(self, layer, weights):
+        """A normalization's scale: ``gamma`` as one column (``None`` without one)."""
+        gamma = weights.get("gamma") if self.cost == "normalization" else None
+        return None if gamma is None else np.asarray(gamma).reshape(-1, 1)
 
     def other_ops(self, layer, in_shapes, out_shapes):
         if self.cost == "activation" and type(layer).__name__ == "Activation" and not fused_activation(layer):

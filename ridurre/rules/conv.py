@@ -151,6 +151,27 @@ class ConvRule(_WeightedRule):
         out_axis = self._axes(kernel)[1]
         return np.moveaxis(kernel, out_axis, 0).reshape(kernel.shape[out_axis], -1)
 
+    def input_weights(self, layer, weights):
+        """Row ``c`` = the kernel slice reading input channel ``c``: for a grouped convolution,
+        channel ``c`` of group ``g`` only feeds that group's outputs.
+
+        Example:
+            >>> import numpy as np
+            >>> from types import SimpleNamespace
+            >>> kernel = np.arange(2 * 4 * 6.0).reshape(1, 2, 4, 6)  # 1x2 kernel, 4 inputs, 6 outputs
+            >>> ConvRule().input_weights(SimpleNamespace(groups=2), {"kernel": kernel[:, :, :2]}).shape
+            (4, 6)
+        """
+        kernel = np.asarray(weights["kernel"])
+        in_axis, out_axis = self._axes(kernel)
+        groups = self._groups(layer)
+        per_group = np.moveaxis(kernel, (in_axis, out_axis), (-2, -1))  # (..., in per group, out)
+        spatial = per_group.shape[:-2]
+        n_in, n_out = per_group.shape[-2], per_group.shape[-1]
+        split = per_group.reshape(*spatial, n_in, groups, n_out // groups)
+        rows = np.moveaxis(split, (-3, -2), (1, 0)) if spatial else np.moveaxis(split, -2, 0)
+        return rows.reshape(groups * n_in, -1)
+
     def filters(self, config, weights):
         kernel = weights.get("kernel")
         if kernel is None:
@@ -214,6 +235,11 @@ class DepthwiseRule(_WeightedRule):
         out_spatial, out_ch = _spatial(out_shapes[0], layer)
         return prod(out_spatial) * out_ch * prod(getattr(layer, "kernel_size", ()))
 
+    def input_weights(self, layer, weights):
+        """Row ``c`` = the ``depth_multiplier`` spatial filters applied to input channel ``c``."""
+        kernel = np.asarray(weights["kernel"])
+        return np.moveaxis(kernel, -2, 0).reshape(kernel.shape[-2], -1)
+
     def filters(self, config, weights):
         kernel = weights.get("kernel", weights.get("depthwise_kernel"))
         if kernel is None:
@@ -270,6 +296,13 @@ class SeparableRule(_WeightedRule):
     def output_weights(self, layer, weights):
         pointwise = np.asarray(weights["pointwise_kernel"])
         return np.moveaxis(pointwise, -1, 0).reshape(pointwise.shape[-1], -1)
+
+    def input_weights(self, layer, weights):
+        """Row ``c`` = input channel ``c``'s depthwise filters and the pointwise weights reading them."""
+        depthwise = np.asarray(weights["depthwise_kernel"])
+        n_in = depthwise.shape[-2]
+        pointwise = np.asarray(weights["pointwise_kernel"]).reshape(n_in, -1)  # (in * m, out) -> (in, m * out)
+        return np.concatenate([np.moveaxis(depthwise, -2, 0).reshape(n_in, -1), pointwise], axis=1)
 
     def filters(self, config, weights):
         pointwise = weights.get("pointwise_kernel")

@@ -101,13 +101,14 @@ def check_ratios(ratios, name="ratios"):
     return sorted({round(float(r), 6) for r in values})
 
 
-def criterion_for(criterion, data=None):
+def criterion_for(criterion, data=None, labels=None):
     """The :class:`~ridurre.criteria.Criterion` a scan (or :class:`SensitivityPruning`) uses.
 
     Args:
         criterion: a registered name or alias (``"l1"``, ``"bn"``...), a Criterion class or
             instance.
-        data: a sample of inputs, for criteria that need data (activations).
+        data: a sample of inputs, for criteria that need data (activations, gradients).
+        labels: the targets of ``data``, for criteria that take loss gradients (Taylor, Hessian).
 
     Raises:
         ValueError: an unknown name, or no data for a criterion that needs it.
@@ -119,8 +120,16 @@ def criterion_for(criterion, data=None):
     if isinstance(criterion, Criterion):
         return criterion
     cls = criterion_class(criterion) if isinstance(criterion, str) else criterion
-    needs_data = isinstance(cls, type) and issubclass(cls, Criterion) and "data" in cls.needs
-    return make_criterion(criterion, **({"data": data} if needs_data else {}))
+    needs = cls.needs if isinstance(cls, type) and issubclass(cls, Criterion) else ()
+    options = {"data": data} if "data" in needs else {}
+    if "gradients" in needs:
+        options["labels"] = labels
+    return make_criterion(criterion, **options)
+
+
+def _needs_gradients(criterion):
+    cls = criterion_class(criterion) if isinstance(criterion, str) else criterion
+    return "gradients" in getattr(cls, "needs", ())
 
 
 def _lower_is_better(name):
@@ -260,6 +269,7 @@ def scan(
     finetune_fn=None,
     compile_fn=None,
     data=None,
+    labels=None,
     batch_size=128,
     seed=0,
     output_dir=None,
@@ -291,7 +301,9 @@ def scan(
         finetune_fn: ``fn(model)`` fine-tuning each pruned model before evaluation; every point
             is then a real pruned model, rebuilt and recompiled (slow).
         compile_fn: ``fn(model)`` compiling rebuilt models (default: the model's compile config).
-        data: input sample for the activation criteria.
+        data: input sample for the activation and gradient criteria (gradient criteria default to
+            ``x_val``, ``y_val``).
+        labels: the targets of ``data``, for the gradient criteria (Taylor, Hessian).
         batch_size: evaluation batch size.
         seed: seeds the random and kmeans criteria.
         output_dir: write ``sensitivity.csv`` and ``sensitivity.json`` there after every point.
@@ -321,7 +333,9 @@ def scan(
     """
     _graph.check_model(model)
     ratios = check_ratios(ratios)
-    chooser_criterion = criterion_for(criterion, data)
+    if data is None and y_val is not None and _needs_gradients(criterion):
+        data, labels = x_val, y_val  # gradient criteria take the loss on the validation data by default
+    chooser_criterion = criterion_for(criterion, data, labels)
     criterion = chooser_criterion.name
     patterns = LayerPatterns.parse(layers, "layers")
     check_int(batch_size, "batch_size", 1)

@@ -442,3 +442,30 @@ def test_a_saved_latency_table_drives_ridurre_prune(capsys, tmp_path, model_file
     assert main(["prune", "--model", model_file, "--latency-table", str(bad), "--output", str(tmp_path / "r2")]) == 2
     assert "--latency-table: cannot read a latency table" in capsys.readouterr().err
     assert not (tmp_path / "r2").exists()
+
+
+@pytest.mark.slow
+def test_prune_with_gradients_sparse_training_and_an_accuracy_guard(capsys, tmp_path, model_file):
+    import ridurre
+
+    out = tmp_path / "guarded"
+    args = ["prune", "--model", model_file, "--data", "digits", "--method", "taylor", "--ratio", "0.4"]
+    args += ["--iterations", "3", "--finetune-epochs", "1", "--sparse-epochs", "1", "--sparse-method", "group"]
+    args += ["--max-accuracy-drop", "0.0", "--normalizer", "lamp", "--ranking", "isomorphic", "--output", str(out)]
+    code = main(PROGRESS_OFF + args)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    summary = json.load(open(out / "reports" / "summary.json"))
+    assert summary["criterion_options"] == {"scope": "group", "reduction": "mean", "normalizer": "lamp"}
+    assert summary["sparse"]["method"] == "group" and summary["sparse"]["epochs"] == 1
+    guard = summary["accuracy_aware"]
+    assert guard["max_drop"] == 0.0 and guard["baseline"] == summary["history"][0]["accuracy"]
+    for it in summary["iterations"]:  # a step is kept exactly when it does not fall below the baseline
+        assert it["rolled_back"] == (it["metric"] < guard["baseline"]), it
+    text = (out / "reports" / "report.md").read_text()
+    assert "## Metric per iteration" in text and "Sparse training" in text and "Accuracy-aware" in text
+    assert text.count("rolled back") >= sum(it["rolled_back"] for it in summary["iterations"])
+    original = keras.models.load_model(out / "models" / "original.keras", safe_mode=True)
+    final = keras.models.load_model(out / "models" / "final.keras", safe_mode=True)
+    replayed = ridurre.PruningPlan.load(out / "plan.json").apply(original)
+    assert [layer.output.shape for layer in replayed.layers] == [layer.output.shape for layer in final.layers]

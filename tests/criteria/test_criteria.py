@@ -20,7 +20,20 @@ from ridurre.criteria import (
 from ridurre.criteria.view import GroupView
 from ridurre.graph import trace_model
 
-BUILTIN = {"random", "l1", "l2", "kmeans", "bn_scale", "activation_mean", "apoz"}
+BUILTIN = {
+    "random",
+    "l1",
+    "l2",
+    "lamp",
+    "kmeans",
+    "bn_scale",
+    "fpgm",
+    "activation_mean",
+    "apoz",
+    "hrank",
+    "taylor",
+    "hessian",
+}
 
 
 def _cnn():
@@ -45,17 +58,22 @@ def test_registry_names_and_aliases():
 
 @pytest.mark.parametrize("name", ["L1", "magnitude", "", None])
 def test_unknown_criterion_lists_valid_names(name):
-    with pytest.raises(ValueError, match=r"valid names: activation_mean, apoz, bn_scale, kmeans, l1, l2, random"):
+    names = "activation_mean, apoz, bn_scale, fpgm, hessian, hrank, kmeans, l1, l2, lamp, random, taylor"
+    with pytest.raises(ValueError, match=f"valid names: {names}"):
         canonical_name(name)
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN))
 def test_every_builtin_criterion_scores_a_real_group(name):
     model = _cnn()
+    compile_classifier(model)
     trace = trace_model(model)
     group = next(g for g in trace.groups() if g.producers == ("conv",))
     data = np.random.default_rng(0).normal(size=(16, 8, 8, 1)).astype("float32")
-    criterion = make_criterion(name, **({"data": data} if "data" in criterion_class(name).needs else {}))
+    options = {"data": data} if "data" in criterion_class(name).needs else {}
+    if "gradients" in criterion_class(name).needs:
+        options["labels"] = np.arange(16) % 3
+    criterion = make_criterion(name, **options)
     view = GroupView(group, trace, model, seed=1, n_remove=2)
     scores = np.asarray(criterion.score(view))
     assert scores.shape == (6,) and np.isfinite(scores).all()
