@@ -17,7 +17,7 @@ def _inputs(model, rng, n=3):
 
 
 def _predict(model, xs):
-    return np.asarray(model(xs if len(xs) > 1 else xs[0], training=False))
+    return keras.ops.convert_to_numpy(model(xs if len(xs) > 1 else xs[0], training=False))
 
 
 def _assert_close(pruned, reference):
