@@ -12,7 +12,7 @@ from ridurre import _compat
 from ridurre.criteria.selection import removal_count
 from ridurre.surgery import plan_layers
 
-__all__ = ["Limits", "Budget", "fit_to_limits"]
+__all__ = ["Limits", "Budget", "fit_to_limits", "interim_limits", "limits_met"]
 
 _KINDS = ("filters", "params", "macs")
 
@@ -169,3 +169,68 @@ def fit_to_limits(plan, budget, limits, round_to=None):
                 break
             best = trial
     return best
+
+
+def interim_limits(limits, done, remaining):
+    """The limits of the next step when the way left to each limit is divided evenly over the
+    ``remaining`` iterations: each step keeps the same share of what it starts with.
+
+    Args:
+        limits: the run's :class:`Limits`.
+        done: ``{kind: share of the original removed so far}``.
+        remaining: iterations left, this one included.
+
+    Example:
+        >>> step = interim_limits(Limits(macs=0.75), {"filters": 0.0, "params": 0.0, "macs": 0.0}, 2)
+        >>> round(step.macs, 6), step.filters   # keep half, then half again: 1/4 of the MACs at the end
+        (0.5, None)
+    """
+    remaining = max(1, int(remaining))
+    interim = {}
+    for kind in _KINDS:
+        limit = getattr(limits, kind)
+        if limit is None:
+            continue
+        kept_now, kept_at_limit = 1.0 - done[kind], 1.0 - limit
+        kept_next = kept_now * (kept_at_limit / kept_now) ** (1.0 / remaining) if kept_now > 0 else 0.0
+        interim[kind] = min(limit, max(done[kind], 1.0 - kept_next))
+    return Limits(**interim)
+
+
+def limits_met(limits, reached, finest, max_iterations=None):
+    """Whether a run met each of its limits.
+
+    Args:
+        limits: the run's :class:`Limits`.
+        reached: ``{kind: share of the original removed}`` at the end.
+        finest: ``{kind: the smallest share one more step could remove}`` (``inf``: no step left).
+        max_iterations: the run's iteration limit (for the message).
+
+    Returns:
+        ``{kind: {"limit", "reached", "met", "why"}}`` for every kind with a limit: met when the
+        limit is reached, or the distance left is smaller than the finest further step; ``why``
+        says what stopped the run short otherwise.
+
+    Example:
+        >>> limits_met(Limits(macs=0.5), {"filters": 0.3, "params": 0.4, "macs": 0.42},
+        ...            {"filters": 0.01, "params": 0.01, "macs": 0.02}, 4)["macs"]["why"]
+        'the iterations ran out (4) before the limit'
+        >>> limits_met(Limits(macs=0.5), {"filters": 0.3, "params": 0.4, "macs": 0.49},
+        ...            {"filters": 0.01, "params": 0.01, "macs": 0.02})["macs"]["met"]
+        True
+    """
+    out = {}
+    for kind in _KINDS:
+        limit = getattr(limits, kind)
+        if limit is None:
+            continue
+        met = reached[kind] >= limit - 1e-9 or reached[kind] + finest[kind] > limit + 1e-9
+        why = None
+        if not met:
+            why = (
+                "no channel group could lose more channels (min_channels, max_fraction_per_layer, layers/exclude)"
+                if math.isinf(finest[kind])
+                else f"the iterations ran out ({max_iterations}) before the limit"
+            )
+        out[kind] = {"limit": limit, "reached": float(reached[kind]), "met": bool(met), "why": why}
+    return out
