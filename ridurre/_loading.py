@@ -47,7 +47,7 @@ def _saved_config(path: str) -> dict:
     ``model_config`` attribute of a legacy ``.h5`` file); raises :class:`ModelLoadError` when the
     file is not a complete saved model."""
     if not os.path.exists(path):
-        raise ModelLoadError(f"{path}: no such file")
+        raise ModelLoadError(f"{path}: no such model file")
     if not os.path.isfile(path):
         raise ModelLoadError(f"{path}: is a directory, not a model file")
     if zipfile.is_zipfile(path):

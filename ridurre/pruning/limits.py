@@ -197,14 +197,14 @@ def interim_limits(limits, done, remaining):
     return Limits(**interim)
 
 
-def limits_met(limits, reached, finest, max_iterations=None):
-    """Whether a run met each of its limits.
+def limits_met(limits, reached, finest, iterations=None, max_iterations=None):
+    """Whether a run met each of its limits, and if not, why.
 
     Args:
         limits: the run's :class:`Limits`.
         reached: ``{kind: share of the original removed}`` at the end.
         finest: ``{kind: the smallest share one more step could remove}`` (``inf``: no step left).
-        max_iterations: the run's iteration limit (for the message).
+        iterations: iterations the run made; max_iterations: its iteration limit.
 
     Returns:
         ``{kind: {"limit", "reached", "met", "why"}}`` for every kind with a limit: met when the
@@ -213,24 +213,29 @@ def limits_met(limits, reached, finest, max_iterations=None):
 
     Example:
         >>> limits_met(Limits(macs=0.5), {"filters": 0.3, "params": 0.4, "macs": 0.42},
-        ...            {"filters": 0.01, "params": 0.01, "macs": 0.02}, 4)["macs"]["why"]
-        'the iterations ran out (4) before the limit'
+        ...            {"filters": 0.01, "params": 0.01, "macs": 0.02}, 4, 4)["macs"]["why"]
+        'the iterations ran out (4 of 4)'
         >>> limits_met(Limits(macs=0.5), {"filters": 0.3, "params": 0.4, "macs": 0.49},
         ...            {"filters": 0.01, "params": 0.01, "macs": 0.02})["macs"]["met"]
         True
     """
-    out = {}
+    met = {}
     for kind in _KINDS:
         limit = getattr(limits, kind)
-        if limit is None:
-            continue
-        met = reached[kind] >= limit - 1e-9 or reached[kind] + finest[kind] > limit + 1e-9
+        if limit is not None:
+            met[kind] = reached[kind] >= limit - 1e-9 or reached[kind] + finest[kind] > limit + 1e-9
+    out = {}
+    for kind, ok in met.items():
         why = None
-        if not met:
-            why = (
-                "no channel group could lose more channels (min_channels, max_fraction_per_layer, layers/exclude)"
-                if math.isinf(finest[kind])
-                else f"the iterations ran out ({max_iterations}) before the limit"
-            )
-        out[kind] = {"limit": limit, "reached": float(reached[kind]), "met": bool(met), "why": why}
+        if not ok:
+            first = [k for k, v in met.items() if v and k != kind]
+            if first:
+                why = f"the {first[0]} limit was reached first"
+            elif math.isinf(finest[kind]):
+                why = "no channel group could lose more channels (min_channels, max_fraction_per_layer, layers/exclude)"
+            elif max_iterations is not None and iterations is not None and iterations >= max_iterations:
+                why = f"the iterations ran out ({iterations} of {max_iterations})"
+            else:
+                why = f"a step of this factor removed no channel after {iterations} iteration(s)"
+        out[kind] = {"limit": getattr(limits, kind), "reached": float(reached[kind]), "met": bool(ok), "why": why}
     return out

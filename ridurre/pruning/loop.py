@@ -516,6 +516,11 @@ class BasePruning:
             check_same_run(state.get("fingerprint"), run_fingerprint(model, self._settings()), self._output_dir)
         return state
 
+    def check_layers(self, model) -> None:
+        """Raise ``ValueError`` when a ``layers`` pattern matches no layer of ``model`` or the
+        selection leaves no prunable channel group (``run_pruning`` checks it first)."""
+        self._check_layer_selection(model, _graph.trace_model(model, rules=self._rules))
+
     def _check_layer_selection(self, model, trace):
         """``layers`` patterns must each match a layer of ``model`` and select a prunable group."""
         if self._include is None:
@@ -559,22 +564,25 @@ class BasePruning:
 
         recorder = ActivationRecorder(model, self._trace(model))
 
-        def within(share):
-            trace, plan, budget = self._plan_step(model, factor_at(share), iteration, recorder)
+        def step(share):  # (within this iteration's share, removes anything)
+            _, plan, budget = self._plan_step(model, factor_at(share), iteration, recorder)
             if not plan:
-                return True
-            return interim.within(budget.reductions(budget.deleted_units(plan)))
+                return True, False
+            return interim.within(budget.reductions(budget.deleted_units(plan))), True
 
-        if within(1.0):
+        if step(1.0)[0]:
             return factor_at(1.0)
-        lo, hi = 0.0, 1.0
+        lo, hi, lo_prunes = 0.0, 1.0, False
         for _ in range(10):
             mid = (lo + hi) / 2
-            if within(mid):
-                lo = mid
+            within, prunes = step(mid)
+            if within:
+                lo, lo_prunes = mid, prunes
             else:
                 hi = mid
-        return factor_at(lo)
+        # when even the smallest step that removes anything goes beyond this iteration's share, take
+        # it: the limits themselves are never crossed (the plan is fitted to them)
+        return factor_at(lo if lo_prunes else hi)
 
     def limits_report(self, model) -> dict:
         """Whether the run that returned ``model`` met each limit it was given.
@@ -586,7 +594,9 @@ class BasePruning:
             channels, of some group); otherwise ``why`` says what stopped the run short.
         """
         reached = self._reductions(self.history[-1] if self.history else None)
-        return limits_met(self._limits, reached, self._finest_steps(model), self._maximum_prune_iterations)
+        return limits_met(
+            self._limits, reached, self._finest_steps(model), len(self.history), self._maximum_prune_iterations
+        )
 
     def _finest_steps(self, model) -> dict:
         """For each kind, the smallest share of the original that one more step of one group
