@@ -15,7 +15,7 @@ or, for one call only, ``ridurre.channel_groups(model, rules={MyScaleLayer: rule
 from ridurre.rules.base import COST_KINDS, ConfigView, LayerRule, PassThroughRule, Unsupported
 from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, SeparableRule
 from ridurre.rules.merge import ConcatenateRule, DivisionRule, ElementwiseOpRule, MergeRule
-from ridurre.rules.norm import BatchNormRule, GroupNormRule, LayerNormRule
+from ridurre.rules.norm import BatchNormRule, GroupNormRule, LayerNormRule, NormalizationRule
 from ridurre.rules.registry import (
     BUILTIN_LAYER_RULES,
     BUILTIN_OP_RULES,
@@ -47,6 +47,7 @@ __all__ = [
     "LayerNormRule",
     "LayerRule",
     "MergeRule",
+    "NormalizationRule",
     "PassThroughRule",
     "PermuteRule",
     "PoolingRule",

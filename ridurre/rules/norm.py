@@ -6,7 +6,14 @@ import numpy as np
 
 from ridurre.rules.base import PassThroughRule, Unsupported, is_last_axis
 
-__all__ = ["BatchNormRule", "GroupNormRule", "LayerNormRule", "check_activation", "check_softmax_axis"]
+__all__ = [
+    "BatchNormRule",
+    "GroupNormRule",
+    "LayerNormRule",
+    "NormalizationRule",
+    "check_activation",
+    "check_softmax_axis",
+]
 
 
 def _check_bn_axis(layer, in_shape):
@@ -90,4 +97,33 @@ class GroupNormRule(PassThroughRule):
         if out_keep is not None:
             size = len(out_keep) // layer.groups
             config = {**config, "groups": int(np.count_nonzero(out_keep)) // size}
+        return config, weights
+
+
+class NormalizationRule(PassThroughRule):
+    """``keras.layers.Normalization``: its mean and variance are sliced with the channels, as
+    weights and, when they were given to the constructor, in its config too (else the rebuilt
+    layer would broadcast the original statistics onto fewer channels).
+
+    Example:
+        >>> import numpy as np
+        >>> config = {"axis": -1, "mean": [0.0, 1.0, 2.0], "variance": [1.0, 1.0, 4.0]}
+        >>> weights = {"mean": np.arange(3.0), "variance": np.ones(3), "count": np.array(9)}
+        >>> config, weights = NormalizationRule().slice(None, config, weights, None, np.array([1, 0, 1], bool))
+        >>> config["mean"], config["variance"], weights["mean"].tolist()
+        ([0.0, 2.0], [1.0, 4.0], [0.0, 2.0])
+    """
+
+    def __init__(self):
+        super().__init__(per_channel_weights=("mean", "variance"), cost="normalization")
+
+    def slice(self, layer, config, weights, in_keep, out_keep):
+        config, weights = super().slice(layer, config, weights, in_keep, out_keep)
+        if out_keep is None:
+            return config, weights
+        config = dict(config)
+        for key in ("mean", "variance"):
+            value = config.get(key)
+            if value is not None and np.ndim(value) and np.shape(value)[-1] == len(out_keep):
+                config[key] = np.asarray(value)[..., out_keep].tolist()
         return config, weights

@@ -20,7 +20,14 @@ from ridurre import _compat
 from ridurre.rules.base import LayerRule, PassThroughRule
 from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, SeparableRule
 from ridurre.rules.merge import ConcatenateRule, DivisionRule, ElementwiseOpRule, MergeRule
-from ridurre.rules.norm import BatchNormRule, GroupNormRule, LayerNormRule, check_activation, check_softmax_axis
+from ridurre.rules.norm import (
+    BatchNormRule,
+    GroupNormRule,
+    LayerNormRule,
+    NormalizationRule,
+    check_activation,
+    check_softmax_axis,
+)
 from ridurre.rules.shape import FlattenRule, PermuteRule, PoolingRule, ReshapeRule, TransposeOpRule
 
 __all__ = [
@@ -71,7 +78,7 @@ def _builtin_layer_rules() -> dict[str, LayerRule]:
     for dims in ("1D", "2D", "3D"):
         table[f"MaxPooling{dims}"] = table[f"AveragePooling{dims}"] = PoolingRule()
         table[f"GlobalAveragePooling{dims}"] = table[f"GlobalMaxPooling{dims}"] = PoolingRule(global_pooling=True)
-    table["Normalization"] = PassThroughRule(per_channel_weights=("mean", "variance"), cost="normalization")
+    table["Normalization"] = NormalizationRule()
     table["BatchNormalization"] = BatchNormRule()
     table["LayerNormalization"] = LayerNormRule()
     table["GroupNormalization"] = GroupNormRule()

@@ -272,3 +272,16 @@ def test_raw_keras_ops_in_the_graph(rng):
     pruned, zeroed = delete_channels(model, "c", [0, 5]), zero_channels(model, "c", [0, 5])
     xs = _inputs(model, rng)
     _assert_close(_predict(pruned, xs), _predict(zeroed, xs))
+
+
+def test_normalization_statistics_given_to_the_constructor_are_sliced(rng):
+    # found by the fuzzer (tests/surgery/test_fuzz.py): the rebuilt layer broadcast the original 2
+    # statistics onto 1 channel
+    x = keras.Input((4, 2))
+    h = keras.layers.Conv1D(3, 1, name="c")(x)
+    h = keras.layers.Normalization(mean=np.array([0.5, 1.0, -1.0]), variance=np.array([1.0, 2.0, 0.5]), name="n")(h)
+    model = randomize_weights(keras.Model(x, keras.layers.Dense(3)(keras.layers.Flatten()(h))))
+    pruned, zeroed = delete_channels(model, "c", [1]), zero_channels(model, "c", [1])
+    assert pruned.get_layer("n").get_config()["mean"] == [0.5, -1.0]
+    xs = _inputs(model, rng)
+    _assert_close(_predict(pruned, xs), _predict(zeroed, xs))
