@@ -474,9 +474,10 @@ class BasePruning:
         """Everything that decides what this run does, for the fingerprint of its output directory:
         the method, its criterion and options, the factor, limits, selection and bounds, and the
         public attributes a subclass adds (``data``, ``ratios``...). Subclasses whose options
-        live in private attributes extend it."""
+        live in private attributes extend it. The iteration limit is left out unless the steps
+        are sized from it: resuming with a higher one extends a run."""
         own = {"seed", "history", "run_identity"}
-        return describe(
+        settings = describe(
             {
                 "method": type(self).__qualname__,
                 "criterion": self._criterion,
@@ -500,6 +501,9 @@ class BasePruning:
                 "run_identity": self.run_identity,
             }
         )
+        if not self._size_steps:  # more iterations do not change the first ones: a run may be extended
+            del settings["maximum_prune_iterations"]
+        return settings
 
     def resume_state(self, model) -> dict | None:
         """The saved state ``run_pruning(model)`` would resume from (``None``: it would start
