@@ -132,9 +132,11 @@ def main(argv=None):
     write_scores_csv(stats_path, {LAYER: scores})
 
     # 3. one-shot pruning from the score file -----------------------------------------------------
-    mask = prune_by_scores(model_path, stats_path, os.path.join(out, "mask"), percentage=0.5, mode="mask")
+    mask = prune_by_scores(
+        model_path, stats_path, os.path.join(out, "mask"), percentage=0.5, mode="mask", overwrite=True
+    )
     masked = apply_pruned_weights(model, os.path.join(out, "mask", "pruned_weights.npz"))
-    prune_by_scores(model_path, stats_path, os.path.join(out, "remove"), percentage=0.5, mode="remove")
+    prune_by_scores(model_path, stats_path, os.path.join(out, "remove"), percentage=0.5, mode="remove", overwrite=True)
     removed_model = keras.saving.load_model(os.path.join(out, "remove", "pruned_model.keras"), compile=False)
     one_shot = mask.selection.by_layer().get(LAYER, [])
 

@@ -23,6 +23,7 @@ __all__ = [
     "layer_calls",
     "input_name",
     "inputs_structure",
+    "unsafe_deserialization_enabled",
 ]
 
 
@@ -202,3 +203,11 @@ def builtin_kind(cls: type) -> str | None:
     if module.startswith("keras.src.applications."):
         return "application"
     return None
+
+
+def unsafe_deserialization_enabled() -> bool:
+    """Whether ``keras.config.enable_unsafe_deserialization()`` was called (Keras has no public
+    getter): models with ``Lambda`` layers may then be loaded."""
+    from keras.src.saving import serialization_lib
+
+    return serialization_lib.in_safe_mode() is False

@@ -14,7 +14,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import IO
 
 import numpy as np
@@ -28,6 +28,10 @@ __all__ = [
     "save_model_atomic",
     "file_sha256",
     "leftover_temporaries",
+    "remove_leftover_temporaries",
+    "same_file",
+    "input_clash",
+    "unwritable_reason",
 ]
 
 _TMP_MARK = ".tmp"
@@ -78,7 +82,12 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=_TMP_MARK + ext, dir=directory)
     os.close(fd)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:  # name the final file, not the temporary one the user never asked for
+            if exc.errno is None:
+                raise
+            raise type(exc)(exc.errno, f"cannot write {path}: {exc.strerror}") from exc
         if os.path.exists(tmp):
             _fsync_path(tmp)
             os.chmod(tmp, _usual_mode())  # mkstemp creates 0600 files
@@ -213,3 +222,114 @@ def leftover_temporaries(directory: str | os.PathLike) -> list[str]:
     return sorted(
         os.path.join(directory, name) for name in os.listdir(directory) if name.startswith(".") and _TMP_MARK in name
     )
+
+
+def remove_leftover_temporaries(directory: str | os.PathLike, recursive: bool = True) -> list[str]:
+    """Remove what interrupted atomic writes left in ``directory`` (and its subdirectories);
+    return the removed paths, so that the caller can report them.
+
+    Example:
+        >>> import os, tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> _ = open(os.path.join(d, ".model.keras.x1y2.tmp.keras"), "w").write("half")
+        >>> [os.path.basename(p) for p in remove_leftover_temporaries(d)], os.listdir(d)
+        (['.model.keras.x1y2.tmp.keras'], [])
+    """
+    directory = os.fspath(directory)
+    folders = [directory]
+    if recursive and os.path.isdir(directory):
+        folders += [os.path.join(root, d) for root, dirs, _ in os.walk(directory) for d in dirs]
+    removed = []
+    for folder in folders:
+        for path in leftover_temporaries(folder):
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
+                removed.append(path)
+    return removed
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file: resolved (symlinks followed), or the same inode
+    (hard links) when both exist.
+
+    Example:
+        >>> import os, tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> same_file(os.path.join(d, "a.txt"), os.path.join(d, "sub", "..", "a.txt"))
+        True
+    """
+    a, b = os.fspath(a), os.fspath(b)
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def input_clash(
+    inputs: Mapping[str, str | os.PathLike | None], outputs: Iterable[str | os.PathLike]
+) -> tuple[str, str, str] | None:
+    """The first ``(label, input, output)`` where a file a command would write is one of its inputs.
+
+    Args:
+        inputs: ``{label: path}`` of the files a command reads (``None`` entries are skipped);
+            the label names the option in messages (``"--model"``).
+        outputs: every file the command may write.
+
+    Returns:
+        ``None`` when no output is an input.
+
+    Example:
+        >>> import os, tempfile
+        >>> out = tempfile.mkdtemp()
+        >>> model = os.path.join(out, "pruned_model.keras")
+        >>> input_clash({"--model": model}, [os.path.join(out, "pruned_model.keras")])[0]
+        '--model'
+        >>> input_clash({"--model": model, "--stats": None}, [os.path.join(out, "other.keras")]) is None
+        True
+    """
+    outputs = [os.fspath(o) for o in outputs]
+    for label, path in inputs.items():
+        if path is None:
+            continue
+        for output in outputs:
+            if same_file(path, output):
+                return label, os.fspath(path), output
+    return None
+
+
+def unwritable_reason(directory: str | os.PathLike) -> str | None:
+    """Why files cannot be written in ``directory`` (created when missing), or ``None`` if they can.
+
+    Nothing is left behind: the nearest existing ancestor gets a probe file that is removed at once.
+
+    Example:
+        >>> import os, tempfile
+        >>> unwritable_reason(os.path.join(tempfile.mkdtemp(), "new", "run")) is None
+        True
+        >>> f = os.path.join(tempfile.mkdtemp(), "file")
+        >>> _ = open(f, "w").write("")
+        >>> unwritable_reason(os.path.join(f, "run"))  # doctest: +ELLIPSIS
+        '...file is a file, not a directory'
+    """
+    path = os.path.abspath(os.fspath(directory))
+    probe_dir = path
+    while not os.path.exists(probe_dir):
+        parent = os.path.dirname(probe_dir)
+        if parent == probe_dir:
+            break
+        probe_dir = parent
+    if not os.path.isdir(probe_dir):
+        return f"{probe_dir} is a file, not a directory"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".ridurre-probe-", dir=probe_dir)
+    except OSError as exc:
+        where = "" if probe_dir == path else f" (its nearest existing parent {probe_dir})"
+        return f"cannot write in {path}{where}: {exc.strerror or exc}"
+    os.close(fd)
+    os.remove(probe)
+    return None

@@ -105,7 +105,7 @@ def test_no_import_cycles():
 def test_subpackages_form_layers():
     """Packages depend on lower layers only (the order below), never on a higher one."""
     layers = [
-        {"_lazy", "_validation", "_io", "_progress", "_compat"},
+        {"_lazy", "_validation", "_io", "_loading", "_progress", "_compat"},
         {"rules"},
         {"graph"},
         {"surgery", "metrics"},

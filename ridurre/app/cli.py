@@ -2,7 +2,7 @@
 
 ``ridurre --help`` lists the commands; ``ridurre <command> --help`` shows each one's options and
 examples. Exit status: 0 success, 2 bad usage or input (a clear message, nothing written),
-1 a failure while running.
+1 a failure while running, 3 a limit not met with ``ridurre prune --require-target``, 130 interrupted.
 
 This module imports neither Keras nor TensorFlow: every command imports what it needs when it
 runs, so ``ridurre prune-scores --mode mask`` works without TensorFlow.
@@ -17,6 +17,7 @@ import os
 import sys
 
 from ridurre.app.config import PRESETS, ConfigError, method_names
+from ridurre.app.inputs import add_loading_options
 
 __all__ = ["main", "build_parser"]
 
@@ -38,11 +39,17 @@ PRUNE_EPILOG = """examples:
   ridurre prune --model model.keras --method taylor --target-macs 0.5 --max-accuracy-drop 0.01
   ridurre prune --model model.keras --method l1 --sparse-epochs 5 --sparse-method group --ratio 0.5
   RIDURRE_STRATEGY_RATIO=0.4 ridurre prune --config run.yaml --model model.keras
+  ridurre prune --model model.keras --data digits --output runs/l1 --resume   # after an interruption
 
 precedence: built-in defaults < --preset < --config file < RIDURRE_<SECTION>_<KEY> environment
 variables < command-line options. The effective configuration is saved as DIR/config.json.
 --data takes digits, mnist, cifar10 or an .npz file with arrays x, y (optional x_val, y_val,
-x_test, y_test). The input model is never modified; outputs go to --output.
+x_test, y_test). The input model is never modified; outputs go to --output, which must be new or
+empty unless --resume (continue the run it holds: same settings, model and data) or --overwrite
+(remove that run's files first). Without --step, every step is sized to reach --ratio/--target-macs
+in --iterations steps; a limit not met is a warning (exit status 3 with --require-target).
+exit status: 0 done, 1 failed while running, 2 bad input (nothing written), 3 a limit not met
+with --require-target, 130 interrupted (--resume continues).
 """
 
 STATS_EPILOG = """examples:
@@ -251,6 +258,29 @@ PRUNE_OPTIONS = [
             help="print the plan (channels, params, MACs per layer) and write nothing",
         ),
     ),
+    (
+        ("--require-target",),
+        "validation.require_target",
+        dict(
+            action="store_true",
+            default=None,
+            help="exit with status 3 when the run ends short of --ratio or --target-macs (default: a warning)",
+        ),
+    ),
+    (
+        ("--custom-objects",),
+        "model.custom_objects",
+        dict(metavar="FILE.py|MODULE", help="Python file or module defining the model's custom layers; its code runs"),
+    ),
+    (
+        ("--unsafe",),
+        "model.unsafe",
+        dict(
+            action="store_true",
+            default=None,
+            help="load models with Lambda layers (their code is stored in the file and runs): trusted files only",
+        ),
+    ),
     (("--output",), "output.dir", dict(metavar="DIR", help="output directory (default: ridurre_output)")),
     (
         ("--runtimes",),
@@ -300,6 +330,12 @@ def _add_prune(sub):
         p.add_argument(*flags, dest=key.replace(".", "__"), **kwargs)
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file with any of the options above")
     p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --output (refused if it was made with other settings, model or data)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="remove the files of an earlier run in --output first")
+    p.add_argument(
         "--preset", choices=PRESETS, help="conservative (about 10 %% of channels) or aggressive (about 70 %%)"
     )
     p.set_defaults(func=_prune)
@@ -336,6 +372,7 @@ def _add_stats(sub):
         "--batch-sizes (one export per group) and save it for ridurre prune --latency-table",
     )
     p.add_argument("--threads", type=int, help="with --latency: LiteRT / ONNX Runtime threads (default: all cores)")
+    add_loading_options(p)
     p.set_defaults(func=_run("ridurre.app.report", "stats_command"))
 
 
@@ -418,6 +455,7 @@ def _add_workflow(sub):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="workflow_output", metavar="DIR")
+    add_loading_options(p)
     p.set_defaults(func=_run("ridurre.app.workflow", "run_workflow"))
 
 
@@ -486,7 +524,9 @@ def build_parser(chosen=None):
         "start with `ridurre demo` (bundled data, about 3 minutes on 2 CPU cores).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--no-progress", action="store_true", dest="global_no_progress", help="no progress bars (for every command)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     _add_demo(sub)
     _add_prune(sub)
@@ -518,8 +558,16 @@ def _prune(args):
         flags[key] = option[0]
     config = resolve_config(args.config, args.preset, os.environ, cli, flags)
     logger.setLevel(config["logging.level"].upper())
-    run_prune(config, progress_enabled=not args.no_progress)
+    summary = run_prune(config, progress_enabled=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
+    if config["validation.require_target"] and not summary.get("dry_run") and missed_limits_of(summary):
+        print("ridurre prune: a limit was not met (--require-target)", file=sys.stderr)
+        return 3
     return 0
+
+
+def missed_limits_of(summary):
+    """The limits of a run summary that were not met."""
+    return {k: v for k, v in (summary.get("limits", {}).get("met") or {}).items() if not v["met"]}
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -579,13 +627,17 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
+    # `ridurre --no-progress CMD` and `ridurre CMD --no-progress` alike (a subcommand's own default
+    # would otherwise hide the global flag)
+    args.no_progress = bool(getattr(args, "no_progress", False) or args.global_no_progress)
     if args.command in ("demo", "prune", "stats", "export", "workflow", "sensitivity"):
         _import_keras_quietly()
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s", "%H:%M:%S"))
-    previous = logger.level
+    previous, propagates = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # a library may give the root logger a handler (loading .h5 does): no double lines
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
@@ -593,6 +645,13 @@ def main(argv=None):
         return 2
     except BrokenPipeError:  # e.g. `ridurre stats m.keras --json | head`
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python's documented recipe
+        return 1
+    except OSError as exc:  # e.g. a disk that filled up: the file it was writing, in one line
+        logger.debug("traceback", exc_info=True)
+        print(
+            f"ridurre {args.command}: failed: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print(f"ridurre {args.command}: interrupted", file=sys.stderr)
@@ -604,6 +663,7 @@ def main(argv=None):
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous)
+        logger.propagate = propagates
 
 
 if __name__ == "__main__":

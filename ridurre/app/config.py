@@ -183,7 +183,7 @@ def _patterns(v):
 
 
 SCHEMA = {
-    "model": {"path": _string()},
+    "model": {"path": _string(), "custom_objects": _string(), "unsafe": _boolean},
     "data": {
         "source": _string(optional=False),
         "normalize": _choice("auto", "unit", "meanstd", "none"),
@@ -225,12 +225,12 @@ SCHEMA = {
     "layers": {"include": _patterns, "exclude": _patterns},
     "output": {"dir": _string(optional=False)},
     "report": {"runtimes": _runtimes},
-    "validation": {"verify": _verify, "dry_run": _boolean},
+    "validation": {"verify": _verify, "dry_run": _boolean, "require_target": _boolean},
     "logging": {"level": _choice("debug", "info", "warning", "error")},
 }
 
 DEFAULTS = {
-    "model": {"path": None},
+    "model": {"path": None, "custom_objects": None, "unsafe": False},
     "data": {"source": "digits", "normalize": "auto", "validation_split": 0.1, "activation_samples": 256},
     "strategy": {
         "method": "l1",
@@ -259,12 +259,27 @@ DEFAULTS = {
     "layers": {"include": None, "exclude": None},
     "output": {"dir": "ridurre_output"},
     "report": {"runtimes": ["keras", "litert", "onnx"]},
-    "validation": {"verify": True, "dry_run": False},
+    "validation": {"verify": True, "dry_run": False, "require_target": False},
     "logging": {"level": "info"},
 }
 """Built-in defaults. Without ``ratio`` and ``target_macs``, a run removes 30 % of the channels."""
 
 DEFAULT_RATIO = 0.3
+
+RUN_INDEPENDENT = frozenset(
+    {
+        "output.dir",
+        "logging.level",
+        "validation.dry_run",
+        "validation.require_target",
+        "model.path",  # where the model and data are may change; their contents are in state.json's fingerprint
+        "model.custom_objects",
+        "model.unsafe",
+        "data.source",
+    }
+)
+"""Keys a resumed run may change: they do not change what it computes (or what it computes is
+compared through the fingerprint of its model and data)."""
 
 
 def _check_value(section, key, value, source):
@@ -439,6 +454,8 @@ class Config:
         original MACs kept; ``step`` is the share of the remaining channels one iteration
         removes: ``1 - (1 - ratio) ** (1 / iterations)``, or, for a MACs target only,
         ``1 - target_macs ** (1 / (2 * iterations))`` (MACs shrink about quadratically with width).
+        A derived step is only the first guess: the run sizes each step to reach the limits in
+        ``iterations`` steps (see :meth:`sized_steps`).
         """
         ratio, target, step = self["strategy.ratio"], self["strategy.target_macs"], self["strategy.step"]
         n = self["strategy.iterations"]
@@ -460,6 +477,38 @@ class Config:
         """
         ratio = self["strategy.head_ratio"]
         return None if ratio is None else 1.0 - (1.0 - ratio) ** (1.0 / self["strategy.iterations"])
+
+    def sized_steps(self):
+        """Whether each iteration's step is sized to reach the limits at the last iteration: when no
+        ``strategy.step`` is given (a given step is used as it is).
+
+        Example:
+            >>> resolve_config(cli={"strategy": {"target_macs": 0.5}}, environ={}).sized_steps()
+            True
+        """
+        return self["strategy.step"] is None
+
+    def differences(self, saved, ignore=RUN_INDEPENDENT):
+        """``["section.key: X there, Y here", ...]`` between these values and ``saved`` (another
+        run's ``config.json``), leaving out the keys of ``ignore``.
+
+        Example:
+            >>> config = resolve_config(cli={"strategy": {"method": "l1"}}, environ={})
+            >>> saved = config.to_dict()
+            >>> saved["strategy"]["method"] = "random"
+            >>> config.differences(saved)
+            ["strategy.method: 'random' there, 'l1' here"]
+        """
+        out = []
+        for section, keys in self.values.items():
+            for key, value in keys.items():
+                dotted = f"{section}.{key}"
+                if dotted in ignore:
+                    continue
+                then = (saved.get(section) or {}).get(key, DEFAULTS[section][key])
+                if then != value:
+                    out.append(f"{dotted}: {then!r} there, {value!r} here")
+        return out
 
     def criterion(self):
         """The registry name of the criterion the run uses (``strategy.method``; the classic

@@ -3,34 +3,44 @@ is written. Bad input raises :class:`~ridurre.app.config.ConfigError` naming the
 
 from __future__ import annotations
 
+import argparse
 import os
-import warnings
 
 import numpy as np
 
+from ridurre._loading import ModelLoadError, custom_objects_from, load_keras_model
 from ridurre.app.config import ConfigError
 
-__all__ = ["load_model_file", "load_data", "check_data_fits", "check_output_dir", "accuracy", "eval_split"]
+__all__ = [
+    "load_model_file",
+    "load_data",
+    "check_data_fits",
+    "check_output_dir",
+    "accuracy",
+    "eval_split",
+    "check_data_values",
+    "add_loading_options",
+    "loading_options",
+    "custom_objects_option",
+]
 
 
-def load_model_file(path, flag="--model"):
-    """Load a ``.keras`` (or legacy ``.h5``) model with ``safe_mode=True``: nothing is unpickled.
+def load_model_file(path, flag="--model", custom_objects=None):
+    """Load a ``.keras`` (or legacy ``.h5``) model in Keras's safe mode (``--unsafe`` lifts it).
 
     Raises:
-        ConfigError: the file is missing or Keras cannot load it (the message names ``flag``).
+        ConfigError: the file is missing, is not a complete model, or Keras cannot load it: one
+            line naming ``flag``, the file and the cause (and ``--unsafe``/``--custom-objects``
+            when the model needs them).
     """
-    import keras
-
     if not path:
         raise ConfigError(flag, message=f"{flag}: a model file is required (a .keras archive)")
-    if not os.path.isfile(path):
-        raise ConfigError(flag, message=f"{flag}: no such model file: {path}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # optimizer-state notices are noise to a CLI user
-        try:
-            return keras.models.load_model(path, safe_mode=True)
-        except Exception as exc:  # noqa: BLE001 - any failure is a bad input file here
-            raise ConfigError(flag, message=f"{flag}: Keras cannot load {path}: {exc}") from None
+    try:
+        return load_keras_model(
+            path, custom_objects=custom_objects, unsafe_hint="--unsafe", custom_hint="--custom-objects FILE.py"
+        )
+    except ModelLoadError as exc:
+        raise ConfigError(flag, message=f"{flag}: {exc}") from None
 
 
 def load_data(source, normalize="auto", validation_split=0.1, seed=0, flag="--data"):
@@ -47,10 +57,39 @@ def load_data(source, normalize="auto", validation_split=0.1, seed=0, flag="--da
     if str(source).endswith(".npz") and not os.path.isfile(source):
         raise ConfigError(flag, message=f"{flag}: no such data file: {source}")
     try:
-        return load_dataset(source, **kwargs)
+        data = load_dataset(source, **kwargs)
     except Exception as exc:  # noqa: BLE001 - unknown names, bad arrays, no internet...
         hint = " (no internet? pass a local .npz file with arrays x and y)" if "URL" in str(exc) else ""
         raise ConfigError(flag, message=f"{flag}: cannot load data {source!r}: {exc}{hint}") from None
+    check_data_values(data, source, flag)
+    return data
+
+
+def check_data_values(data, source, flag="--data"):
+    """Raise :class:`ConfigError` when ``data`` has no training rows, or NaN or infinite values.
+
+    Example:
+        >>> import numpy as np
+        >>> from ridurre.zoo.datasets import Dataset
+        >>> empty = Dataset(*(np.zeros((0, 2)), np.zeros(0, int)) * 3, num_classes=2, name="empty")
+        >>> try:
+        ...     check_data_values(empty, "empty.npz")
+        ... except ConfigError as exc:
+        ...     print(exc)
+        --data: 'empty.npz' has no training examples (0 rows)
+    """
+    if len(data.x_train) == 0:
+        raise ConfigError(flag, message=f"{flag}: {source!r} has no training examples (0 rows)")
+    for split in ("train", "val", "test"):
+        for kind in ("x", "y"):
+            values = np.asarray(getattr(data, f"{kind}_{split}"))
+            if values.dtype.kind == "f" and not np.isfinite(values).all():
+                bad = int(np.size(values) - np.isfinite(values).sum())
+                raise ConfigError(
+                    flag,
+                    message=f"{flag}: {source!r} has {bad:,} NaN or infinite value(s) in {kind}_{split} "
+                    f"(of {values.size:,}); a model trained on them gets non-finite weights",
+                )
 
 
 def check_data_fits(model, data, flag="--data"):
@@ -113,3 +152,49 @@ def eval_split(data):
     if len(data.x_test):
         return data.x_test, data.y_test, "test"
     return data.x_val, data.y_val, "validation"
+
+
+def add_loading_options(parser: argparse.ArgumentParser) -> None:
+    """``--unsafe`` and ``--custom-objects``: how a command loads models that run code of their own."""
+    parser.add_argument(
+        "--custom-objects",
+        metavar="FILE.py|MODULE",
+        dest="custom_objects",
+        default=None,
+        help="a Python file or module defining the custom layers (or functions) the model uses; its code runs",
+    )
+    parser.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="load models with Lambda layers, whose code is stored in the model file and runs when it is "
+        "loaded: only for files you trust",
+    )
+
+
+def loading_options(args: argparse.Namespace) -> dict | None:
+    """Apply ``--unsafe`` (Keras's unsafe deserialization, for this process) and load
+    ``--custom-objects``; return the custom objects (``None`` when not given).
+
+    Raises:
+        ConfigError: the custom objects cannot be imported.
+    """
+    return custom_objects_option(getattr(args, "custom_objects", None), getattr(args, "unsafe", False))
+
+
+def custom_objects_option(spec, unsafe=False):
+    """Apply ``--unsafe`` (Keras's unsafe deserialization, for this process) and import
+    ``--custom-objects`` ``spec``; return the custom objects (``None`` when not given).
+
+    Raises:
+        ConfigError: the custom objects cannot be imported.
+    """
+    if unsafe:
+        import keras
+
+        keras.config.enable_unsafe_deserialization()
+    if spec is None:
+        return None
+    try:
+        return custom_objects_from(spec)
+    except ModelLoadError as exc:
+        raise ConfigError("--custom-objects", message=f"--custom-objects: {exc}") from None

@@ -10,7 +10,10 @@ configuration, the output directory), then runs the prune-and-finetune loop of
     reports/report.md     before/after per layer, accuracy, measured latency, what was removed
     plots/                history.png, channels.png, scores.png
 
-The user's model file is never written to, and models are loaded with ``safe_mode=True``.
+The user's model file is never written to, and models are loaded in Keras's safe mode (``--unsafe``
+lifts it). An output directory that is not empty must be this run's (``--resume``, checked against
+its ``config.json`` and the fingerprint in ``state.json``) or is emptied of an earlier run's files
+first (``--overwrite``).
 
 Example (what ``ridurre prune --model m.keras --data digits --method l1 --ratio 0.3`` runs)::
 
@@ -23,6 +26,8 @@ Example (what ``ridurre prune --model m.keras --data digits --method l1 --ratio 
 from __future__ import annotations
 
 import copy
+import glob
+import json
 import logging
 import os
 import time
@@ -33,18 +38,28 @@ import keras
 import numpy as np
 
 from ridurre import graph as _graph
-from ridurre._io import file_sha256, save_model_atomic
+from ridurre._io import file_sha256, remove_leftover_temporaries, save_model_atomic, unwritable_reason
+from ridurre._loading import load_keras_model
 from ridurre._progress import Progress
 from ridurre.app import report as _report
 from ridurre.app.config import ConfigError
 from ridurre.app.deploy import measure_runtimes
-from ridurre.app.inputs import accuracy, check_data_fits, check_output_dir, eval_split, load_data, load_model_file
+from ridurre.app.inputs import (
+    accuracy,
+    check_data_fits,
+    check_output_dir,
+    custom_objects_option,
+    eval_split,
+    load_data,
+    load_model_file,
+)
 from ridurre.app.report import fmt_pct
 from ridurre.app.runlog import attach_log_file, detach, log_failure
 from ridurre.app.runlog import console as make_console
 from ridurre.criteria import criterion_class
 from ridurre.metrics import measure_latency, model_stats
 from ridurre.pruning import Pruner
+from ridurre.pruning.checkpoints import describe
 
 __all__ = [
     "PruneRun",
@@ -58,7 +73,26 @@ __all__ = [
     "finish_run",
     "run_prune",
     "dry_run",
+    "RUN_FILES",
+    "missed_limits",
 ]
+
+RUN_FILES = (
+    "config.json",
+    "state.json",
+    "models/original.keras",
+    "models/final.keras",
+    "models/iteration_[0-9][0-9][0-9].keras",
+    "logs/history.json",
+    "logs/history.csv",
+    "logs/ridurre.log",
+    "reports/report.md",
+    "reports/summary.json",
+    "plots/history.png",
+    "plots/channels.png",
+    "plots/scores.png",
+)
+"""What ``ridurre prune`` writes in its output directory (glob patterns): what ``--overwrite`` removes."""
 
 logger = logging.getLogger("ridurre")
 
@@ -149,18 +183,28 @@ def make_finetune_fn(data, batch_size, seed, progress, label="", total_epochs=No
 
 
 def make_pruner(
-    config, compile_fn, finetune_fn, data, output_dir=None, evaluate_fn=None, baseline_metric=None, model=None
+    config,
+    compile_fn,
+    finetune_fn,
+    data,
+    output_dir=None,
+    evaluate_fn=None,
+    baseline_metric=None,
+    model=None,
+    resume=False,
 ):
     """The :class:`~ridurre.pruning.Pruner` a :class:`~ridurre.app.config.Config` describes.
 
     ``strategy.method`` names the criterion (any name of :mod:`ridurre.criteria`),
     ``strategy.ratio`` becomes ``maximum_pruning_percent``, ``strategy.target_macs`` X becomes
-    ``max_macs_reduction = 1 - X``, and ``strategy.step`` (derived when not given) the share of
-    each group removed per iteration; ``strategy.head_ratio`` becomes the per-iteration
+    ``max_macs_reduction = 1 - X``, and ``strategy.step`` the share of each group removed per
+    iteration (without it the steps are sized to reach the limits in ``strategy.iterations``
+    iterations); ``strategy.head_ratio`` becomes the per-iteration
     ``head_pruning_factor`` of the attention heads. A criterion that needs data gets
     ``data.activation_samples`` training examples (and their targets, for gradients);
     ``strategy.max_metric_drop`` compares ``evaluate_fn`` (validation accuracy) with
-    ``baseline_metric``.
+    ``baseline_metric``. The data are part of the run's fingerprint (``resume`` refuses a run on
+    other data).
     """
     ratio, target, step = config.limits()
     criterion = config.criterion()
@@ -174,7 +218,7 @@ def make_pruner(
             raise ValueError(f"make_pruner: criterion {criterion!r} takes gradients: pass the model")
         options["labels"], options["loss"] = _gradient_targets(model, data.y_train[: config["data.activation_samples"]])
     try:
-        return Pruner(
+        pruner = Pruner(
             criterion,
             compile_fn,
             finetune_fn,
@@ -195,15 +239,22 @@ def make_pruner(
             head_pruning_factor=config.head_step(),
             seed=config["strategy.seed"],
             output_dir=output_dir,
+            resume=resume,
             verify=config["validation.verify"],
             evaluate_fn=evaluate_fn,
             max_metric_drop=config["strategy.max_metric_drop"],
             on_metric_drop=config["strategy.on_metric_drop"],
             keep_best=config["strategy.keep_best"],
             baseline_metric=baseline_metric if config["strategy.max_metric_drop"] is not None else None,
+            size_steps_to_limits=config.sized_steps(),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError("strategy", message=f"strategy: {exc}") from None
+    pruner.run_identity = {
+        "data": describe({"name": data.name, "x_train": data.x_train, "y_train": data.y_train}),
+        "finetune": {k: config[f"finetune.{k}"] for k in ("batch_size", "learning_rate")},
+    }
+    return pruner
 
 
 def load_latency_table(path, flag="--latency-table"):
@@ -277,8 +328,9 @@ def sparse_train(model, data, config, compile_fn, progress, label=""):
     return trained, info
 
 
-def prune_model(model, data, config, output_dir, progress, label=""):
-    """Run the loop on ``model`` (never modified), writing checkpoints under ``output_dir``.
+def prune_model(model, data, config, output_dir, progress, label="", resume=False):
+    """Run the loop on ``model`` (never modified), writing checkpoints under ``output_dir``
+    (``resume``: continue the run recorded there).
 
     Returns:
         A :class:`PruneRun`.
@@ -311,7 +363,7 @@ def prune_model(model, data, config, output_dir, progress, label=""):
     if config["sparse.epochs"] > 0:
         start, sparse = sparse_train(model, data, config, compile_fn, progress, label)
     pruner = make_pruner(
-        config, compile_fn, finetune, data, output_dir, evaluate, baseline_metric=val_before, model=start
+        config, compile_fn, finetune, data, output_dir, evaluate, baseline_metric=val_before, model=start, resume=resume
     )
     ratio, target, step = config.limits()
     logger.info(
@@ -323,11 +375,10 @@ def prune_model(model, data, config, output_dir, progress, label=""):
         fmt_pct(before),
     )
     logger.info(
-        "Pruning with %s: up to %d iterations of %.1f %% of the remaining channels (limits: %s), "
-        "%d finetune epoch(s) each, compile: %s",
+        "Pruning with %s: up to %d iterations of %s (limits: %s), %d finetune epoch(s) each, compile: %s",
         config["strategy.method"],
         config["strategy.iterations"],
-        100 * step,
+        "steps sized to reach the limits" if config.sized_steps() else f"{100 * step:.1f} % of the remaining channels",
         _limits_text(ratio, target),
         config["strategy.finetune_epochs"],
         how,
@@ -393,9 +444,7 @@ def finish_run(run, data, config, output_dir, latency, model_path=None, sha_befo
     """Write final.keras, the report and the plots of a run; return the report summary dict."""
     final = os.path.join(output_dir, "models", "final.keras")
     save_model_atomic(run.pruned, final)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        reloaded = keras.models.load_model(final, safe_mode=True, compile=False)
+    reloaded = load_keras_model(final, compile=False)
     x = eval_split(data)[0][:64]
     same = np.allclose(run.pruned.predict(x, verbose=0), reloaded.predict(x, verbose=0), atol=1e-5)
     summary = _report.build_summary(
@@ -436,10 +485,10 @@ def finish_run(run, data, config, output_dir, latency, model_path=None, sha_befo
     return summary
 
 
-def _validated_inputs(config):
+def _validated_inputs(config, custom_objects=None):
     """Load and check the model and data of a prune config (nothing is written)."""
     path = config["model.path"]
-    model = load_model_file(path)
+    model = load_model_file(path, custom_objects=custom_objects)
     data = load_data(
         config["data.source"], config["data.normalize"], config["data.validation_split"], config["strategy.seed"]
     )
@@ -452,35 +501,129 @@ def _validated_inputs(config):
     return path, model, data
 
 
-def run_prune(config, console=None, progress_enabled=True):
+def _input_files(config):
+    """The files a prune run reads (model, data, custom objects)."""
+    source, spec = str(config["data.source"]), config["model.custom_objects"]
+    return [config["model.path"], source if os.path.isfile(source) else None, spec if spec else None]
+
+
+def _run_files(output_dir):
+    return [p for pattern in RUN_FILES for p in sorted(glob.glob(os.path.join(glob.escape(output_dir), pattern)))]
+
+
+def _check_run_directory(config, resume, overwrite):
+    """Refuse an output directory this run cannot use (before anything is loaded or written):
+    one holding an input, one that cannot be written, or a non-empty one that is not this run's
+    (``--resume`` checks its ``config.json``; ``--overwrite`` accepts any)."""
+    output_dir = config["output.dir"]
+    if resume and overwrite:
+        raise ConfigError("--resume", message="--resume and --overwrite exclude each other")
+    check_output_dir(output_dir, _input_files(config))
+    reason = unwritable_reason(output_dir)
+    if reason:
+        raise ConfigError("--output", message=f"--output: {reason}")
+    present = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
+    if not present or overwrite:
+        return
+    if not resume:
+        shown = ", ".join(present[:6]) + (", ..." if len(present) > 6 else "")
+        raise ConfigError(
+            "--output",
+            message=f"--output: {output_dir} is not empty ({shown}): --resume continues the run it holds, "
+            "--overwrite replaces it, or choose another directory",
+        )
+    saved_config = os.path.join(output_dir, "config.json")
+    if not os.path.isfile(saved_config):
+        raise ConfigError("--resume", message=f"--resume: {output_dir} holds no ridurre prune run (no config.json)")
+    try:
+        with open(saved_config, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("--resume", message=f"--resume: {saved_config} is unreadable ({exc})") from None
+    differences = config.differences(saved if isinstance(saved, dict) else {})
+    if differences:
+        raise ConfigError(
+            "--resume",
+            message=f"--resume: {output_dir} holds a run with other settings ({'; '.join(differences)}); "
+            f"resume it with its own (--config {saved_config}), or --overwrite it",
+        )
+
+
+def _check_resume_fingerprint(config, model, data):
+    """For ``--resume``: the state to continue, after checking it belongs to this model and data."""
+    probe = make_pruner(config, lambda m: None, None, data, config["output.dir"], resume=True)
+    try:
+        return probe.resume_state(model)
+    except ValueError as exc:
+        raise ConfigError("--resume", message=f"--resume: {exc}") from None
+
+
+def missed_limits(summary):
+    """The limits a run did not meet (``{kind: row}`` of ``summary["limits"]["met"]``), each logged
+    as a warning."""
+    missed = {k: v for k, v in (summary["limits"].get("met") or {}).items() if not v["met"]}
+    for kind, row in missed.items():
+        logger.warning(
+            "Limit not met: %.1f %% of the %s removed, %.1f %% asked (%s)",
+            100 * row["reached"],
+            _report.LIMIT_NAMES[kind],
+            100 * row["limit"],
+            row["why"],
+        )
+    return missed
+
+
+def run_prune(config, console=None, progress_enabled=True, resume=False, overwrite=False):
     """``ridurre prune``: check the inputs, prune, write the outputs, print the before/after table.
 
+    Args:
+        config: the effective :class:`~ridurre.app.config.Config`.
+        console: a rich console for the tables (default: stdout).
+        progress_enabled: draw progress bars.
+        resume: continue the run in ``output.dir`` (it must be this run's: same configuration,
+            model and data); a missing or empty directory starts a new run.
+        overwrite: remove an earlier run's files (:data:`RUN_FILES`) from ``output.dir`` first.
+
     Returns:
-        The summary dict (see :func:`ridurre.app.report.build_summary`), or for a dry run the plan.
+        The summary dict (see :func:`ridurre.app.report.build_summary`;
+        ``summary["limits"]["met"]`` says whether each limit was met), or for a dry run the plan.
 
     Raises:
-        ConfigError: a bad option, model file or data (nothing has been written then).
+        ConfigError: a bad option, model file, data or output directory (nothing has been written then).
     """
     console = console or make_console()
-    path = config["model.path"]
     output_dir = config["output.dir"]
-    if not config["validation.dry_run"]:
-        check_output_dir(output_dir, [path])
-    path, model, data = _validated_inputs(config)
-    if config["validation.dry_run"]:
+    dry = config["validation.dry_run"]
+    if not dry:
+        _check_run_directory(config, resume, overwrite)
+    custom_objects = custom_objects_option(config["model.custom_objects"], config["model.unsafe"])
+    path, model, data = _validated_inputs(config, custom_objects)
+    try:
+        make_pruner(config, lambda m: None, None, data).check_layers(model)
+    except ValueError as exc:
+        raise ConfigError("--layers", message=f"--layers: {exc}") from None
+    if dry:
         return dry_run(model, data, config, console, progress_enabled)
+    state = _check_resume_fingerprint(config, model, data) if resume else None
     sha_before = file_sha256(path)
     started = time.perf_counter()
-    earlier = os.path.exists(os.path.join(output_dir, "config.json"))
+    removed = []
+    if overwrite and os.path.isdir(output_dir):
+        removed = _run_files(output_dir)
+        for stale in removed:
+            os.remove(stale)
+        removed += remove_leftover_temporaries(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     handler = attach_log_file(output_dir)
     try:
-        if earlier:
-            logger.warning("%s holds an earlier run: its files are replaced as this run writes them", output_dir)
+        if removed:
+            logger.warning("--overwrite: removed %d file(s) of an earlier run from %s", len(removed), output_dir)
+        if state is not None:
+            logger.info("--resume: continuing the run in %s after iteration %d", output_dir, state["iteration"])
         config.save(os.path.join(output_dir, "config.json"))
         logger.info("Effective configuration saved to %s", os.path.join(output_dir, "config.json"))
         with Progress(progress_enabled) as progress:
-            run = prune_model(model, data, config, output_dir, progress)
+            run = prune_model(model, data, config, output_dir, progress, resume=resume)
             latency = measure_models(
                 {"original": model, "pruned": run.pruned}, progress=progress, runtimes=config["report.runtimes"]
             )
@@ -494,6 +637,7 @@ def run_prune(config, console=None, progress_enabled=True):
             sha_before=sha_before,
             wall=time.perf_counter() - started,
         )
+        missed_limits(summary)
     except Exception as exc:
         log_failure(handler, exc)
         raise

@@ -17,7 +17,7 @@ import numpy as np
 from ridurre._io import file_sha256, write_text_atomic
 from ridurre.app import plots
 from ridurre.app.config import ConfigError
-from ridurre.app.inputs import load_model_file
+from ridurre.app.inputs import load_model_file, loading_options
 from ridurre.app.runlog import console
 from ridurre.criteria import criterion_class
 
@@ -147,8 +147,10 @@ def build_summary(
             "ratio": ratio,
             "target_macs": target,
             "step": step,
+            "sized_steps": config.sized_steps(),
             "iterations": config["strategy.iterations"],
             "finetune_epochs": config["strategy.finetune_epochs"],
+            "met": pruner.limits_report(run.pruned),
         },
         "compile": run.compile,
         "before": {
@@ -294,6 +296,27 @@ def _indices(values, limit=24):
     return text + (f", ... ({len(values) - limit} more)" if len(values) > limit else "")
 
 
+LIMIT_NAMES = {"filters": "prunable channels", "params": "parameters", "macs": "MACs"}
+
+
+def limits_met_text(met):
+    """One line saying whether each limit of a run was met (``summary["limits"]["met"]``).
+
+    Example:
+        >>> limits_met_text({"macs": {"limit": 0.5, "reached": 0.42, "met": False, "why": "the iterations ran out"}})
+        'MACs 42.0 % removed of 50.0 % asked: **not met** (the iterations ran out)'
+    """
+    if not met:
+        return "n/a"
+    parts = []
+    for kind, row in met.items():
+        verdict = "met" if row["met"] else f"**not met** ({row['why']})"
+        parts.append(
+            f"{LIMIT_NAMES[kind]} {100 * row['reached']:.1f} % removed of {100 * row['limit']:.1f} % asked: " + verdict
+        )
+    return "; ".join(parts)
+
+
 def render_report(summary):
     """The Markdown report of a run summary (see :func:`build_summary`).
 
@@ -326,8 +349,13 @@ def render_report(summary):
         f"- **Method**: `{summary['method']}`: {summary['criterion']}"
         + _options_text(summary.get("criterion_options")),
         f"- **Target**: {', '.join(target) or 'n/a'}; up to {lim['iterations']} iterations of "
-        f"{100 * lim['step']:.1f} % of the remaining channels, {lim['finetune_epochs']} finetune epoch(s) each "
-        f"(compile: {summary['compile']})",
+        + (
+            "steps sized to reach it"
+            if lim.get("sized_steps")
+            else f"{100 * lim['step']:.1f} % of the remaining channels"
+        )
+        + f", {lim['finetune_epochs']} finetune epoch(s) each (compile: {summary['compile']})",
+        f"- **Limits met**: {limits_met_text(lim.get('met'))}",
         f"- **Time**: {summary['seconds']:.1f} s pruning and finetuning"
         + (f", {summary['wall_seconds']:.1f} s in all" if summary.get("wall_seconds") else ""),
     ]
@@ -709,7 +737,7 @@ def stats_command(args):
 
     from ridurre.metrics import model_stats
 
-    model = load_model_file(args.model, flag="MODEL")
+    model = load_model_file(args.model, flag="MODEL", custom_objects=loading_options(args))
     stats = model_stats(model)
     size = os.path.getsize(args.model)
     latency = macs = None

@@ -9,6 +9,8 @@ import math
 import sys
 from collections.abc import Sequence
 
+from ridurre.app.config import ConfigError
+from ridurre.app.inputs import add_loading_options, loading_options
 from ridurre.scorefile import ScoreFileError, prune_by_scores
 
 __all__ = ["build_parser", "run", "main"]
@@ -44,15 +46,24 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--mode",
         choices=("mask", "remove"),
         default="mask",
-        help="mask: zero the filters and write pruned_weights.npz (default); "
-        "remove: remove them and write pruned_model.keras",
+        help="mask: zero the filters (and the channels of a BatchNormalization right after them) and write "
+        "pruned_weights.npz (default); remove: remove them and write pruned_model.keras",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty --output: an earlier run's files there are replaced or removed",
+    )
+    add_loading_options(parser)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the command on parsed arguments; print a summary. Returns the exit status."""
     try:
+        custom_objects = None
+        if args.mode == "remove":
+            custom_objects = loading_options(args)
         result = prune_by_scores(
             args.model,
             args.stats,
@@ -61,8 +72,10 @@ def run(args: argparse.Namespace) -> int:
             min_score=args.min_score,
             layer_mapping=args.layer_mapping,
             mode=args.mode,
+            overwrite=args.overwrite,
+            custom_objects=custom_objects,
         )
-    except ScoreFileError as exc:
+    except (ScoreFileError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     sel = result.selection
@@ -77,6 +90,13 @@ def run(args: argparse.Namespace) -> int:
             f"note: kept filter {s.filter} of layer {s.layer!r} (score {s.score:.6g}): "
             f"all its filters were selected and a layer keeps at least one"
         )
+    for norm, layer in result.normalizations.items():
+        print(
+            f"note: zeroed the same channels of BatchNormalization {norm!r} after {layer!r} (else it would add its "
+            "shift to the zeroed filters), so the masked model computes what --mode remove's does"
+        )
+    for path in result.removed:
+        print(f"removed {path} (an earlier run's)")
     for path in result.files:
         print(f"wrote {path}")
     return 0

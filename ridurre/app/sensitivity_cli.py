@@ -10,13 +10,18 @@ import sys
 
 import keras
 
-from ridurre._io import write_text_atomic
+from ridurre._io import input_clash, unwritable_reason, write_text_atomic
 from ridurre._validation import LayerPatterns
+from ridurre.app.config import ConfigError
+from ridurre.app.inputs import add_loading_options, load_data, load_model_file, loading_options
 from ridurre.criteria import canonical_name, criterion_names
 from ridurre.sensitivity import DEFAULT_RATIOS, choose_ratios, scan
 from ridurre.sensitivity.scan import check_ratios
 
-__all__ = ["build_parser", "run", "main"]
+__all__ = ["build_parser", "run", "main", "OUTPUT_FILES"]
+
+OUTPUT_FILES = ("sensitivity.csv", "sensitivity.json", "sensitivity.png", "chosen_ratios.json")
+"""What ``ridurre sensitivity`` writes in ``--output``."""
 
 
 def build_parser(parser=None):
@@ -48,6 +53,7 @@ def build_parser(parser=None):
     add("--resume", action="store_true", help="skip the points already in OUTPUT/sensitivity.csv")
     add("--no-progress", action="store_true", help="no progress bar")
     add("--batch-size", type=int, default=128, help="evaluation batch size")
+    add_loading_options(parser)
     return parser
 
 
@@ -99,18 +105,18 @@ def run(args):
         return fail(f"--batch-size must be >= 1, got {args.batch_size}")
     if not args.max_drop >= 0:
         return fail(f"--max-drop must be >= 0, got {args.max_drop}")
-    if not os.path.isfile(args.model):
-        return fail(f"--model: no such file {args.model!r}")
+    outputs = [os.path.join(args.output, name) for name in OUTPUT_FILES]
+    clash = input_clash({"--model": args.model, "--data": args.data if os.path.isfile(args.data) else None}, outputs)
+    if clash:
+        return fail(f"{clash[0]} {clash[1]}: the scan would overwrite it ({clash[2]}); choose another --output")
+    reason = unwritable_reason(args.output)
+    if reason:
+        return fail(f"--output: {reason}")
     try:
-        model = keras.models.load_model(args.model, safe_mode=True)
-    except Exception as exc:  # noqa: BLE001 - any loading failure is bad input
-        return fail(f"--model: could not load {args.model!r}: {exc}")
-    from ridurre.zoo.datasets import load_dataset
-
-    try:
-        data = load_dataset(args.data)
-    except Exception as exc:  # noqa: BLE001 - unknown names, bad files, downloads without internet
-        return fail(f"--data: could not load {args.data!r}: {exc}")
+        model = load_model_file(args.model, custom_objects=loading_options(args))
+        data = load_data(args.data, normalize="auto", validation_split=0.1, seed=0)
+    except ConfigError as exc:
+        return fail(str(exc))
     x, y = data.x_val, data.y_val
     if len(x) == 0:
         return fail(f"--data: {args.data!r} has an empty validation split")

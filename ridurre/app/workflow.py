@@ -13,7 +13,7 @@ import keras
 from ridurre._io import save_model_atomic, write_text_atomic
 from ridurre._progress import Progress
 from ridurre.app.config import ConfigError, resolve_config
-from ridurre.app.inputs import accuracy, check_data_fits, eval_split, load_data, load_model_file
+from ridurre.app.inputs import accuracy, check_data_fits, eval_split, load_data, load_model_file, loading_options
 from ridurre.app.jobs import make_compile_fn, make_finetune_fn, make_pruner
 from ridurre.app.report import fmt_pct
 from ridurre.app.runlog import attach_log_file, console, detach, log_failure
@@ -174,10 +174,11 @@ def run_workflow(args):
     source, saved = _plan_workflow(args, models_dir)
     data = load_data(args.data, seed=args.seed)
     models = {}
+    custom_objects = loading_options(args)
     for stage in STAGES:  # load (and check) every input before writing anything
         if isinstance(source[stage], tuple):
             _, path, flag = source[stage]
-            models[stage] = load_model_file(path, flag=flag.split(" ")[0])
+            models[stage] = load_model_file(path, flag=flag.split(" ")[0], custom_objects=custom_objects)
             check_data_fits(models[stage], data)
     os.makedirs(out, exist_ok=True)
     handler = attach_log_file(out)

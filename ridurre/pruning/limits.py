@@ -13,7 +13,7 @@ from ridurre.criteria.selection import removal_count
 from ridurre.rules import HEAD_KINDS
 from ridurre.surgery import plan_layers
 
-__all__ = ["Limits", "Budget", "fit_to_limits"]
+__all__ = ["Limits", "Budget", "fit_to_limits", "interim_limits", "limits_met"]
 
 _KINDS = ("filters", "params", "macs", "latency")
 
@@ -192,3 +192,73 @@ def fit_to_limits(plan, budget, limits, round_to=None):
                 break
             best = trial
     return best
+
+
+def interim_limits(limits, done, remaining):
+    """The limits of the next step when the way left to each limit is divided evenly over the
+    ``remaining`` iterations: each step keeps the same share of what it starts with.
+
+    Args:
+        limits: the run's :class:`Limits`.
+        done: ``{kind: share of the original removed so far}``.
+        remaining: iterations left, this one included.
+
+    Example:
+        >>> step = interim_limits(Limits(macs=0.75), {"filters": 0.0, "params": 0.0, "macs": 0.0}, 2)
+        >>> round(step.macs, 6), step.filters   # keep half, then half again: 1/4 of the MACs at the end
+        (0.5, None)
+    """
+    remaining = max(1, int(remaining))
+    interim = {}
+    for kind in _KINDS:
+        limit = getattr(limits, kind)
+        if limit is None:
+            continue
+        kept_now, kept_at_limit = 1.0 - done[kind], 1.0 - limit
+        kept_next = kept_now * (kept_at_limit / kept_now) ** (1.0 / remaining) if kept_now > 0 else 0.0
+        interim[kind] = min(limit, max(done[kind], 1.0 - kept_next))
+    return Limits(**interim)
+
+
+def limits_met(limits, reached, finest, iterations=None, max_iterations=None):
+    """Whether a run met each of its limits, and if not, why.
+
+    Args:
+        limits: the run's :class:`Limits`.
+        reached: ``{kind: share of the original removed}`` at the end.
+        finest: ``{kind: the smallest share one more step could remove}`` (``inf``: no step left).
+        iterations: iterations the run made; max_iterations: its iteration limit.
+
+    Returns:
+        ``{kind: {"limit", "reached", "met", "why"}}`` for every kind with a limit: met when the
+        limit is reached, or the distance left is smaller than the finest further step; ``why``
+        says what stopped the run short otherwise.
+
+    Example:
+        >>> limits_met(Limits(macs=0.5), {"filters": 0.3, "params": 0.4, "macs": 0.42},
+        ...            {"filters": 0.01, "params": 0.01, "macs": 0.02}, 4, 4)["macs"]["why"]
+        'the iterations ran out (4 of 4)'
+        >>> limits_met(Limits(macs=0.5), {"filters": 0.3, "params": 0.4, "macs": 0.49},
+        ...            {"filters": 0.01, "params": 0.01, "macs": 0.02})["macs"]["met"]
+        True
+    """
+    met = {}
+    for kind in _KINDS:
+        limit = getattr(limits, kind)
+        if limit is not None:
+            met[kind] = reached[kind] >= limit - 1e-9 or reached[kind] + finest[kind] > limit + 1e-9
+    out = {}
+    for kind, ok in met.items():
+        why = None
+        if not ok:
+            first = [k for k, v in met.items() if v and k != kind]
+            if first:
+                why = f"the {first[0]} limit was reached first"
+            elif math.isinf(finest[kind]):
+                why = "no channel group could lose more channels (min_channels, max_fraction_per_layer, layers/exclude)"
+            elif max_iterations is not None and iterations is not None and iterations >= max_iterations:
+                why = f"the iterations ran out ({iterations} of {max_iterations})"
+            else:
+                why = f"a step of this factor removed no channel after {iterations} iteration(s)"
+        out[kind] = {"limit": getattr(limits, kind), "reached": float(reached[kind]), "met": bool(ok), "why": why}
+    return out

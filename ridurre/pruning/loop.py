@@ -44,14 +44,24 @@ import numpy as np
 
 from ridurre import graph as _graph
 from ridurre._io import save_model_atomic
+from ridurre._loading import load_keras_model
 from ridurre._validation import LayerPatterns, check_callable, check_fraction, check_int, check_unit
 from ridurre.criteria import Criterion, criterion_class, make_criterion
 from ridurre.criteria import selection as _selection
 from ridurre.criteria.scores import normalize_scores
 from ridurre.criteria.view import ActivationRecorder, GroupView
-from ridurre.pruning.checkpoints import load_state, save_state, write_history
+from ridurre.pruning.checkpoints import (
+    check_same_run,
+    checkpoint_path,
+    describe,
+    load_state,
+    prepare_run_directory,
+    run_fingerprint,
+    save_state,
+    write_history,
+)
 from ridurre.pruning.guard import BestKeeper, MetricGuard
-from ridurre.pruning.limits import Budget, Limits, fit_to_limits
+from ridurre.pruning.limits import Budget, Limits, fit_to_limits, interim_limits, limits_met
 from ridurre.pruning.plan import PruningPlan
 from ridurre.rules import HEAD_KINDS
 from ridurre.surgery import Surgeon
@@ -141,6 +151,17 @@ def _distribution_scope():
     return nullcontext()  # a Keras distribution (JAX) is global: models built now use it
 
 
+def _check_finite_weights(model, what):
+    """Raise ``RuntimeError`` naming the first layer of ``model`` with a NaN or infinite weight."""
+    for weight in model.weights:
+        value = keras.ops.convert_to_numpy(weight)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise RuntimeError(
+                f"{what} has non-finite weights (NaN or infinity) in {weight.path!r}: "
+                "check that the training data are finite and the learning rate is not too high"
+            )
+
+
 class BasePruning:
     """Iterative prune-and-finetune loop; give it a criterion or subclass it with one.
 
@@ -178,7 +199,14 @@ class BasePruning:
             as the same block repeated in a stage; see ``GroupView.structure``).
         seed: seeds every random choice (per iteration), so runs are reproducible.
         output_dir: write ``history.json``/``history.csv`` and a ``.keras`` checkpoint after
-            every iteration there (atomic writes); ``resume=True`` continues from them.
+            every iteration there (atomic writes). A new run (``resume=False``) first removes
+            the checkpoints and state an earlier run left there.
+        resume: continue the run recorded in ``output_dir`` (if any). The directory records the
+            fingerprint of its input model and settings; resuming it with another model or
+            other settings raises ``ValueError`` saying what differs.
+        size_steps_to_limits: choose each iteration's factor so that the limits are reached at
+            the last of ``maximum_prune_iterations`` iterations, in even steps (each removes the
+            same share of what is left to remove), instead of using ``pruning_factor`` as is.
         verify: after every surgery, run the model on a few inputs and check the output shape
             and that values are finite (``"exact"`` also compares with the zeroed model; the
             channels of groups through a LayerNormalization or RMS norm, whose statistics
@@ -255,6 +283,7 @@ class BasePruning:
         keep_best=False,
         baseline_metric=None,
         metric_mode="max",
+        size_steps_to_limits=False,
     ):
         if args:
             nb_trained_for_epochs, maximum_prune_iterations, maximum_pruning_percent = _legacy_positional(
@@ -331,6 +360,14 @@ class BasePruning:
             None if head_criterion is None else make_criterion(head_criterion, **(head_criterion_options or {}))
         )
         self.history: list[IterationRecord] = []
+        self._size_steps = bool(size_steps_to_limits)
+        if self._size_steps and (self._maximum_prune_iterations is None or not self._limits.any):
+            raise ValueError(
+                "size_steps_to_limits needs maximum_prune_iterations and a limit (maximum_pruning_percent, "
+                "max_params_reduction, max_macs_reduction or target_speedup) to size the steps from"
+            )
+        self.run_identity: dict = {}
+        """Anything else the run depends on (e.g. its data), recorded in the fingerprint of ``output_dir``."""
         self._check_hooks()
         self._guard = None
         if max_metric_drop is not None:
@@ -495,9 +532,13 @@ class BasePruning:
         """
         _graph.check_model(model)
         check_callable(prune_factor_scheduler_fn, "prune_factor_scheduler_fn", "fn(factor, iteration) -> factor")
+        if self._size_steps and prune_factor_scheduler_fn is not None:
+            raise ValueError("size_steps_to_limits chooses every factor itself: pass no prune_factor_scheduler_fn")
+        _check_finite_weights(model, "the model given to run_pruning")
         self._custom_objects = custom_objects_inside_model
         self._cache = None
         original = self._trace(model)
+        self._check_layer_selection(model, original)
         self._original_channels = _producer_channels(original)
         self._original_filters = _prunable_filters(original)
         self._original_sizes = {group.producers[0]: group.size for group in original.groups()}
@@ -508,27 +549,28 @@ class BasePruning:
         iteration = 0
         self.history = []
         self._start_guard(model)
-        if self._resume and self._output_dir:
-            state = load_state(self._output_dir)
-            if state is not None:
-                model = keras.models.load_model(
-                    state["checkpoint"], custom_objects=custom_objects_inside_model, compile=False, safe_mode=True
-                )
-                with _distribution_scope():
-                    self._model_compile_fn(model)
-                iteration, factor = state["iteration"] + 1, state["factor"]
-                self._current_nb_of_epochs = state["epoch"]
-                self.history = [IterationRecord(**r) for r in state["history"]]
-                if self._guard is not None:
-                    self._guard.restore(state.get("guard"))
-                self._after_resume()
-                logger.info("resuming after iteration %d from %s", state["iteration"], state["checkpoint"])
-                if state.get("finished"):
-                    return model, self._current_nb_of_epochs
+        self._fingerprint = run_fingerprint(model, self._settings())
+        state = prepare_run_directory(self._output_dir, self._resume, self._fingerprint) if self._output_dir else None
+        if state is not None:
+            path = checkpoint_path(self._output_dir, state)
+            model = load_keras_model(path, custom_objects=custom_objects_inside_model, compile=False)
+            with _distribution_scope():
+                self._model_compile_fn(model)
+            iteration, factor = state["iteration"] + 1, state["factor"]
+            self._current_nb_of_epochs = state["epoch"]
+            self.history = [IterationRecord(**r) for r in state["history"]]
+            if self._guard is not None:
+                self._guard.restore(state.get("guard"))
+            self._after_resume()
+            logger.info("resuming after iteration %d from %s", state["iteration"], path)
+            if state.get("finished"):
+                return model, self._current_nb_of_epochs
         while self._maximum_prune_iterations is None or iteration < self._maximum_prune_iterations:
             if prune_factor_scheduler_fn is not None:
                 factor = float(prune_factor_scheduler_fn(factor, iteration))
                 self._check_factor(factor, "the factor returned by prune_factor_scheduler_fn")
+            if self._size_steps:
+                factor = self._sized_factor(model, iteration)
             started = time.perf_counter()
             step_factor = factor * (self._guard.scale if self._guard is not None else 1.0)
             new_model, removed = self._prune_step(model, step_factor, iteration)
@@ -547,6 +589,7 @@ class BasePruning:
                         result = self._model_finetune_fn(new_model, self._current_nb_of_epochs, end_epoch)
                     except Exception as exc:
                         raise RuntimeError(f"model_finetune_fn failed in pruning iteration {iteration}: {exc}") from exc
+                    _check_finite_weights(new_model, f"iteration {iteration}: after finetuning, the model")
             self._current_nb_of_epochs = end_epoch
             record = self._record(new_model, iteration, step_factor, removed, result, time.perf_counter() - started)
             verdict = self._judge_step(record)
@@ -624,6 +667,170 @@ class BasePruning:
                 f"{1.0 / (1.0 - self._limits.latency):.2f}: measure the table again (on a quiet machine) or lower "
                 "the target"
             )
+
+    # -- the run directory and what it belongs to ------------------------------------------------
+    def _settings(self) -> dict:
+        """Everything that decides what this run does, for the fingerprint of its output directory:
+        the method, its criterion and options, the factor, limits, selection and bounds, and the
+        public attributes a subclass adds (``data``, ``ratios``...). Subclasses whose options
+        live in private attributes extend it. The iteration limit is left out unless the steps
+        are sized from it: resuming with a higher one extends a run."""
+        own = {"seed", "history", "run_identity"}
+        settings = describe(
+            {
+                "method": type(self).__qualname__,
+                "criterion": self._criterion,
+                "pruning_factor": self._pruning_factor,
+                "nb_finetune_epochs": self._nb_finetune_epochs,
+                "start_epoch": self._current_nb_of_epochs,
+                "maximum_prune_iterations": self._maximum_prune_iterations,
+                "limits": self._limits.to_dict(),
+                "size_steps_to_limits": self._size_steps,
+                "layers": self._include,
+                "exclude": self._exclude,
+                "layer_factors": self._layer_factors,
+                "prune_bins": self._prune_bins,
+                "min_channels": self._min_channels,
+                "max_fraction_per_layer": self._max_fraction,
+                "round_to": self._round_to,
+                "ranking": self._ranking,
+                "seed": self._seed,
+                "verify": self._verify,
+                "head_pruning_factor": self._head_factor,
+                "head_criterion": self._head_criterion,
+                "latency_table": self._latency_table,
+                "guard": None
+                if self._guard is None
+                else {k: getattr(self._guard, k) for k in ("max_drop", "on_drop", "max_rollbacks", "shrink", "mode")},
+                "keep_best": self._keep_best,
+                "options": {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in own},
+                "run_identity": self.run_identity,
+            }
+        )
+        if not self._size_steps:  # more iterations do not change the first ones: a run may be extended
+            del settings["maximum_prune_iterations"]
+        return settings
+
+    def resume_state(self, model) -> dict | None:
+        """The saved state ``run_pruning(model)`` would resume from (``None``: it would start
+        afresh), checked against ``model`` and these settings without writing anything.
+
+        Raises:
+            ValueError: ``output_dir`` holds a run of another model or other settings (the message
+                says what differs), or its state is unreadable or its checkpoint missing.
+        """
+        if not (self._resume and self._output_dir):
+            return None
+        state = load_state(self._output_dir)
+        if state is not None:
+            check_same_run(state.get("fingerprint"), run_fingerprint(model, self._settings()), self._output_dir)
+        return state
+
+    def check_layers(self, model) -> None:
+        """Raise ``ValueError`` when a ``layers`` pattern matches no layer of ``model`` or the
+        selection leaves no prunable channel group (``run_pruning`` checks it first)."""
+        self._check_layer_selection(model, _graph.trace_model(model, rules=self._rules))
+
+    def _check_layer_selection(self, model, trace):
+        """``layers`` patterns must each match a layer of ``model`` and select a prunable group."""
+        if self._include is None:
+            return
+        paths = [use.path for use in trace.uses.values()]
+        unmatched = [p for p, found in self._include.matching(paths).items() if not found]
+        if unmatched:
+            raise ValueError(
+                f"layers: {', '.join(map(repr, unmatched))} match(es) no layer of model {model.name!r} "
+                f"(its layers: {', '.join(paths[:20])}{', ...' if len(paths) > 20 else ''})"
+            )
+        if not any(self.eligible(g) for g in trace.groups()):
+            prunable = sorted({p for g in trace.groups() if g.prunable and g.size > 1 for p in g.producers})
+            raise ValueError(
+                f"layers: {', '.join(map(repr, self._include.patterns))} select(s) no prunable channel group of "
+                f"model {model.name!r} (a coupled group is pruned only when all its producers are selected; "
+                f"prunable producers: {', '.join(prunable) or 'none'})"
+            )
+
+    # -- sizing the steps to the limits ----------------------------------------------------------
+    def _reductions(self, record=None) -> dict:
+        """Shares of the original filters, parameters and MACs removed after ``record`` (none: 0),
+        and of the latency a latency table predicts for the model last traced."""
+        if record is None:
+            return {"filters": 0.0, "params": 0.0, "macs": 0.0, "latency": 0.0}
+        values = {
+            "filters": record.pruning_percent,
+            "params": 1.0 - record.params / max(1, self._original_cost["params"]),
+            "macs": 1.0 - record.macs / max(1.0, self._original_cost["macs"]),
+            "latency": 0.0,
+        }
+        if self._latency_table is not None and self._cache is not None:  # the last step traced the new model
+            sizes = {g.key: g.size for g in self._cache[1].groups()}
+            values["latency"] = float(self._latency_table.predicted_reduction(sizes))
+        return values
+
+    def _sized_factor(self, model, iteration):
+        """The factor of iteration ``iteration`` when steps are sized to the limits: the largest
+        whose step keeps every limit's reduction within this iteration's share of the way (what
+        is left is divided evenly over the iterations left, geometrically)."""
+        done = self._reductions(self.history[-1] if self.history else None)
+        interim = interim_limits(self._limits, done, self._maximum_prune_iterations - iteration)
+        removes_more = self.removal_count(1000, 0.9) >= self.removal_count(1000, 0.1)
+
+        def factor_at(share):  # share in [0, 1]: how hard to prune, whatever the method's factor means
+            return 0.95 * share if removes_more else 1.0 - 0.95 * share
+
+        recorder = ActivationRecorder(model, self._trace(model))
+
+        def step(share):  # (within this iteration's share, removes anything)
+            _, plan, budget = self._plan_step(model, factor_at(share), iteration, recorder)
+            if not plan:
+                return True, False
+            return interim.within(budget.reductions(budget.deleted_units(plan))), True
+
+        if step(1.0)[0]:
+            return factor_at(1.0)
+        lo, hi, lo_prunes = 0.0, 1.0, False
+        for _ in range(10):
+            mid = (lo + hi) / 2
+            within, prunes = step(mid)
+            if within:
+                lo, lo_prunes = mid, prunes
+            else:
+                hi = mid
+        # when even the smallest step that removes anything goes beyond this iteration's share, take
+        # it: the limits themselves are never crossed (the plan is fitted to them)
+        return factor_at(lo if lo_prunes else hi)
+
+    def limits_report(self, model) -> dict:
+        """Whether the run that returned ``model`` met each limit it was given.
+
+        Returns:
+            ``{kind: {"limit", "reached", "met", "why"}}`` for each of ``filters``, ``params`` and
+            ``macs`` that has a limit (shares of the original removed). A limit is met when the
+            distance left is smaller than the finest further step (one channel, or ``round_to``
+            channels, of some group); otherwise ``why`` says what stopped the run short.
+        """
+        reached = self._reductions(self.history[-1] if self.history else None)
+        return limits_met(
+            self._limits, reached, self._finest_steps(model), len(self.history), self._maximum_prune_iterations
+        )
+
+    def _finest_steps(self, model) -> dict:
+        """For each kind, the smallest share of the original that one more step of one group
+        (one channel, or ``round_to`` channels) of ``model`` would remove; ``inf`` when none can."""
+        trace = self._trace(model)
+        budget = Budget(
+            trace, self._model_stats(model) if self._limits.costs else None, self._original_filters, self._original_cost
+        )
+        now = budget.reductions(np.array([], dtype=np.int64))
+        step = self._round_to or 1
+        finest = {"filters": math.inf, "params": math.inf, "macs": math.inf}
+        for group in trace.groups():
+            if not self.eligible(group) or self._bounds(group) < step:
+                continue
+            after = budget.reductions(budget.deleted_units({group.id: np.arange(step)}))
+            for kind in finest:
+                finest[kind] = min(finest[kind], after[kind] - now[kind])
+        return finest
 
     # -- one step ----------------------------------------------------------------------------
     def _trace(self, model):
@@ -754,9 +961,12 @@ class BasePruning:
         chosen = np.unique(positions[np.asarray(list(indices), dtype=np.int64)]) if len(indices) else np.array([], int)
         return chosen[chosen >= 0][: self._bounds(view.group)]
 
-    def _prune_step(self, model, factor, iteration):
+    def _plan_step(self, model, factor, iteration, recorder=None):
+        """``(trace, plan, budget)`` of one step: the channels to remove per group (group id ->
+        group channel indices) for ``factor``, fitted to the limits; ``budget`` is ``None`` when
+        no limit is set."""
         trace = self._trace(model)
-        recorder = ActivationRecorder(model, trace)
+        recorder = recorder or ActivationRecorder(model, trace)
         views = [
             GroupView(
                 g,
@@ -770,8 +980,9 @@ class BasePruning:
             if self.eligible(g)
         ]
         if not views:
-            return None, {}
+            return trace, {}, None
         plan = self._plan(views, factor)
+        budget = None
         if self._limits.any and plan:
             budget = Budget(
                 trace,
@@ -781,7 +992,10 @@ class BasePruning:
                 self._latency_table,
             )
             plan = fit_to_limits(plan, budget, self._limits, self._round_to)
-        plan = {gid: idx for gid, idx in plan.items() if len(idx)}
+        return trace, {gid: idx for gid, idx in plan.items() if len(idx)}, budget
+
+    def _prune_step(self, model, factor, iteration):
+        trace, plan, _ = self._plan_step(model, factor, iteration)
         if not plan:
             return None, {}
         surgeon = Surgeon(model, trace=trace)
@@ -907,16 +1121,7 @@ class BasePruning:
         )
 
     def _limit_reached(self, record):
-        values = {
-            "filters": record.pruning_percent,
-            "params": 1.0 - record.params / max(1, self._original_cost["params"]),
-            "macs": 1.0 - record.macs / max(1.0, self._original_cost["macs"]),
-            "latency": 0.0,
-        }
-        if self._latency_table is not None:  # the last step traced the new model
-            sizes = {g.key: g.size for g in self._cache[1].groups()}
-            values["latency"] = float(self._latency_table.predicted_reduction(sizes))
-        return self._limits.reached(values, tolerance=1.0 / max(1, self._original_filters))
+        return self._limits.reached(self._reductions(record), tolerance=1.0 / max(1, self._original_filters))
 
     def _checkpoint(self, model, iteration, factor, finished):
         if not self._output_dir:
@@ -933,10 +1138,11 @@ class BasePruning:
                 "iteration": iteration,
                 "factor": factor,
                 "epoch": self._current_nb_of_epochs,
-                "checkpoint": path,
+                "checkpoint": os.path.relpath(path, self._output_dir),  # resumable from any working directory
                 "history": history,
                 "finished": finished,
                 "guard": None if self._guard is None else self._guard.state(),
+                "fingerprint": self._fingerprint,
             },
         )
 

@@ -27,7 +27,14 @@ from ridurre.rules.base import (
 from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, EmbeddingRule, SeparableRule
 from ridurre.rules.einsum import EinsumDenseRule, EinsumOpRule
 from ridurre.rules.merge import ConcatenateRule, DivisionRule, ElementwiseOpRule, MergeRule
-from ridurre.rules.norm import BatchNormRule, GroupNormRule, LayerNormRule, RMSNormRule, UnitNormRule
+from ridurre.rules.norm import (
+    BatchNormRule,
+    GroupNormRule,
+    LayerNormRule,
+    NormalizationRule,
+    RMSNormRule,
+    UnitNormRule,
+)
 from ridurre.rules.ops import GetItemOpRule, PadOpRule, ReduceOpRule, SplitOpRule, UnaryOpRule
 from ridurre.rules.recurrent import BidirectionalRule, RecurrentRule, TimeDistributedRule
 from ridurre.rules.registry import (
@@ -74,6 +81,7 @@ __all__ = [
     "MergeRule",
     "PadOpRule",
     "MultiHeadAttentionRule",
+    "NormalizationRule",
     "PassThroughRule",
     "PermuteRule",
     "PoolingRule",

@@ -12,6 +12,7 @@ __all__ = [
     "LayerNormRule",
     "RMSNormRule",
     "UnitNormRule",
+    "NormalizationRule",
     "check_activation",
     "check_softmax_axis",
 ]
@@ -136,3 +137,32 @@ class UnitNormRule(PassThroughRule):
 
     def __init__(self):
         super().__init__(check=_check_layer_norm_axis, cost="normalization")
+
+
+class NormalizationRule(PassThroughRule):
+    """``keras.layers.Normalization``: its mean and variance are sliced with the channels, as
+    weights and, when they were given to the constructor, in its config too (else the rebuilt
+    layer would broadcast the original statistics onto fewer channels).
+
+    Example:
+        >>> import numpy as np
+        >>> config = {"axis": -1, "mean": [0.0, 1.0, 2.0], "variance": [1.0, 1.0, 4.0]}
+        >>> weights = {"mean": np.arange(3.0), "variance": np.ones(3), "count": np.array(9)}
+        >>> config, weights = NormalizationRule().slice(None, config, weights, None, np.array([1, 0, 1], bool))
+        >>> config["mean"], config["variance"], weights["mean"].tolist()
+        ([0.0, 2.0], [1.0, 4.0], [0.0, 2.0])
+    """
+
+    def __init__(self):
+        super().__init__(per_channel_weights=("mean", "variance"), cost="normalization")
+
+    def slice(self, layer, config, weights, in_keep, out_keep):
+        config, weights = super().slice(layer, config, weights, in_keep, out_keep)
+        if out_keep is None:
+            return config, weights
+        config = dict(config)
+        for key in ("mean", "variance"):
+            value = config.get(key)
+            if value is not None and np.ndim(value) and np.shape(value)[-1] == len(out_keep):
+                config[key] = np.asarray(value)[..., out_keep].tolist()
+        return config, weights

@@ -27,6 +27,7 @@ from ridurre.rules.norm import (
     BatchNormRule,
     GroupNormRule,
     LayerNormRule,
+    NormalizationRule,
     RMSNormRule,
     UnitNormRule,
     check_activation,
@@ -85,7 +86,7 @@ def _builtin_layer_rules() -> dict[str, LayerRule]:
     for dims in ("1D", "2D", "3D"):
         table[f"MaxPooling{dims}"] = table[f"AveragePooling{dims}"] = PoolingRule()
         table[f"GlobalAveragePooling{dims}"] = table[f"GlobalMaxPooling{dims}"] = PoolingRule(global_pooling=True)
-    table["Normalization"] = PassThroughRule(per_channel_weights=("mean", "variance"), cost="normalization")
+    table["Normalization"] = NormalizationRule()
     table["BatchNormalization"] = BatchNormRule()
     table["LayerNormalization"] = LayerNormRule()
     table["GroupNormalization"] = GroupNormRule()

@@ -5,8 +5,11 @@ filters: the last kernel axis of ``Conv*``/``Dense``; the second-last of ``Conv*
 pointwise kernel's last axis of ``SeparableConv*``; and for ``DepthwiseConv*`` the
 ``(in_channel c, multiplier m)`` slice of the kernel, whose flattened output index is
 ``c * depth_multiplier + m``. Zeroing a filter is the rule's own ``zero`` (its kernel slice and
-its bias entry), so with a linear or ReLU activation that channel outputs exactly zero; a
-BatchNormalization after it still adds its shift (``beta``), which mask mode leaves alone.
+its bias entry), so with a linear or ReLU activation that channel outputs exactly zero. A
+BatchNormalization called on the layer's output would still add its shift (``beta`` and the
+moving mean) to the zeroed channel, so mask mode zeroes that channel of it too
+(:func:`following_normalizations`, the BatchNormalization rule's own ``zero``): then the masked
+model computes what the model with those filters removed computes.
 
 Only :func:`apply_pruned_weights` needs Keras, and imports it lazily.
 """
@@ -21,7 +24,15 @@ import numpy as np
 
 from ridurre.rules import BUILTIN_LAYER_RULES, ConfigView, LayerRule, rule_for_class_name
 
-__all__ = ["filter_layer_classes", "has_filters", "num_filters", "zero_filters", "apply_pruned_weights"]
+__all__ = [
+    "filter_layer_classes",
+    "has_filters",
+    "num_filters",
+    "zero_filters",
+    "following_normalizations",
+    "zero_normalization_channels",
+    "apply_pruned_weights",
+]
 
 
 def filter_layer_classes() -> list[str]:
@@ -110,6 +121,51 @@ def zero_filters(
         gone[idx] = True
         copies = rule.zero(ConfigView(class_name, config or {}), copies, None, gone)
     return {original: copies[new] for original, new in zip(weights, named)}
+
+
+def following_normalizations(model_file, layer: str) -> list:
+    """The BatchNormalization layers of a saved model called directly on the output of ``layer``
+    (a path); their channels are the layer's filters.
+
+    Args:
+        model_file: a :class:`~ridurre.scorefile.ModelFile`.
+        layer: the path of a layer with filters.
+
+    Example:
+        >>> from ridurre.scorefile import LayerInfo, ModelFile
+        >>> conv = LayerInfo("conv", "conv", "Conv2D", {})
+        >>> bn = LayerInfo("bn", "bn", "BatchNormalization", {}, inputs=("conv",))
+        >>> [l.path for l in following_normalizations(ModelFile("m.keras", "keras", "Sequential", [conv, bn],
+        ...                                                         [conv, bn]), "conv")]
+        ['bn']
+    """
+    return [
+        info
+        for info in model_file.consumers(layer)
+        if info.class_name == "BatchNormalization" and info.inputs == (model_file.layer(layer).path,)
+    ]
+
+
+def zero_normalization_channels(
+    class_name: str, weights: Mapping[str, np.ndarray], channels: Iterable[int], config: Mapping | None = None
+) -> dict[str, np.ndarray]:
+    """Copies of a normalization layer's weights in which ``channels`` output exactly zero (its
+    rule's ``zero``: for BatchNormalization gamma, beta and the moving mean 0, the variance 1).
+
+    Example:
+        >>> import numpy as np
+        >>> w = {"gamma": np.ones(3), "beta": np.ones(3), "moving_mean": np.ones(3), "moving_variance": np.ones(3)}
+        >>> zero_normalization_channels("BatchNormalization", w, [1])["beta"].tolist()
+        [1.0, 0.0, 1.0]
+    """
+    rule = rule_for_class_name(class_name)
+    sizes = {np.shape(v)[-1] for v in weights.values() if np.ndim(v)}
+    if rule is None or len(sizes) != 1:
+        raise ValueError(f"cannot zero channels of a {class_name} layer with weights {sorted(weights)}")
+    gone = np.zeros(sizes.pop(), dtype=bool)
+    gone[sorted({int(c) for c in channels})] = True
+    copies = {k: np.array(v, copy=True) for k, v in weights.items()}
+    return rule.zero(ConfigView(class_name, dict(config or {})), copies, None, gone)
 
 
 # ----------------------------------------------------------------------------- Keras side

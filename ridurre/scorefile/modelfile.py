@@ -70,6 +70,8 @@ class LayerInfo:
         class_name: the Keras class name (``"Conv2D"``).
         config: the layer's config dict, as saved.
         weight_names: names of its variables, in Keras order (``("kernel", "bias")``).
+        inputs: paths of the layers whose outputs it is called on (in the same model), as the
+            saved graph records them (for a ``Sequential`` model: the layer before it).
     """
 
     name: str
@@ -77,6 +79,7 @@ class LayerInfo:
     class_name: str
     config: dict
     weight_names: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
 
 
 @dataclass
@@ -132,6 +135,11 @@ class ModelFile:
         """Weight name -> array for one layer (``{"kernel": ..., "bias": ...}``)."""
         layer = self.layer(name)
         return dict(zip(layer.weight_names, self.weights.get(layer.path, [])))
+
+    def consumers(self, name: str) -> list[LayerInfo]:
+        """The layers called on the output of layer ``name`` (a path), in model order."""
+        path = self.layer(name).path
+        return [layer for layer in self.all_layers if path in layer.inputs]
 
     def num_filters(self, name: str) -> int:
         """Number of filters (output channels) of a prunable layer; ValueError otherwise."""
@@ -197,6 +205,32 @@ def _model_layers_config(path, config):
     return cls, layers
 
 
+def _history_names(node):
+    """Layer names a saved inbound node refers to: Keras 3 writes ``{"keras_history": [name, i, j]}``
+    tensors, Keras 2 and legacy ``.h5`` files ``[name, i, j, kwargs]`` lists."""
+    if isinstance(node, dict):
+        history = node.get("keras_history")
+        if isinstance(history, list) and history and isinstance(history[0], str):
+            return [history[0]]
+        return [n for value in node.values() for n in _history_names(value)]
+    if isinstance(node, list):
+        if len(node) >= 3 and isinstance(node[0], str) and isinstance(node[1], int):
+            return [node[0]]
+        return [n for item in node for n in _history_names(item)]
+    return []
+
+
+def _inputs_by_name(model_class, layer_configs):
+    """``{layer name: names of the layers it is called on}`` of one model's saved layers."""
+    names = [(lc.get("config", {}) or {}).get("name") or lc.get("name") for lc in layer_configs]
+    if model_class == "Sequential":
+        return {name: (before,) for before, name in zip(names, names[1:])}
+    return {
+        name: tuple(dict.fromkeys(_history_names(lc.get("inbound_nodes", []))))
+        for name, lc in zip(names, layer_configs)
+    }
+
+
 def _expected_weight_names(class_name, config, n):
     rule = rule_for_class_name(class_name)
     names = rule.weight_names(config) if rule is not None else None
@@ -245,7 +279,7 @@ def _read_keras_archive(path):
     top, every, weights = [], [], {}
     try:
         with h5py.File(io.BytesIO(weights_bytes), "r") as store:
-            _walk_keras_layers(path, store.get("layers"), layer_configs, "", top, every, weights)
+            _walk_keras_layers(path, store.get("layers"), (model_class, layer_configs), "", top, every, weights)
     except ModelFileError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
@@ -253,7 +287,9 @@ def _read_keras_archive(path):
     return ModelFile(path, "keras", model_class, top, every, weights, metadata.get("keras_version"))
 
 
-def _walk_keras_layers(path, group, layer_configs, prefix, top, every, weights):
+def _walk_keras_layers(path, group, model_layers, prefix, top, every, weights):
+    model_class, layer_configs = model_layers
+    inputs = _inputs_by_name(model_class, layer_configs)
     used = {}
     by_name = {}
     if group is not None:
@@ -275,16 +311,28 @@ def _walk_keras_layers(path, group, layer_configs, prefix, top, every, weights):
         key = by_name.get(name, key)
         sub = group.get(key) if group is not None else None
         arrays = _read_vars(sub)
-        info = LayerInfo(name, prefix + name, cls, cfg, _expected_weight_names(cls, cfg, len(arrays)))
+        info = LayerInfo(
+            name,
+            prefix + name,
+            cls,
+            cfg,
+            _expected_weight_names(cls, cfg, len(arrays)),
+            tuple(prefix + n for n in inputs.get(name, ())),
+        )
         every.append(info)
         if top is not None:
             top.append(info)
         if arrays:
             weights[info.path] = arrays
         if cls in _MODEL_CLASSES and isinstance(cfg.get("layers"), list):
-            _, inner = _model_layers_config(path, lc)
             _walk_keras_layers(
-                path, sub.get("layers") if sub is not None else None, inner, info.path + "/", None, every, weights
+                path,
+                sub.get("layers") if sub is not None else None,
+                _model_layers_config(path, lc),
+                info.path + "/",
+                None,
+                every,
+                weights,
             )
 
 
@@ -304,8 +352,9 @@ def _read_legacy_h5(path):
             model_class, layer_configs = _model_layers_config(path, config)
             root = f["model_weights"] if "model_weights" in f else f
             top, every, weights = [], [], {}
+            inputs = _inputs_by_name(model_class, layer_configs)
             for lc in layer_configs:
-                _read_h5_layer(path, root, lc, "", top, every, weights)
+                _read_h5_layer(path, root, lc, "", top, every, weights, inputs=inputs)
     except ModelFileError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:  # truncated file, bad JSON...
@@ -322,7 +371,7 @@ def _h5_layer_weights(group):
     return out
 
 
-def _read_h5_layer(path, root, lc, prefix, top, every, weights, pool=None):
+def _read_h5_layer(path, root, lc, prefix, top, every, weights, pool=None, inputs=None):
     cls = lc.get("class_name", "")
     cfg = lc.get("config", {}) or {}
     name = cfg.get("name") or lc.get("name")
@@ -339,13 +388,14 @@ def _read_h5_layer(path, root, lc, prefix, top, every, weights, pool=None):
     is_model = cls in _MODEL_CLASSES and isinstance(cfg.get("layers"), list)
     if is_model:
         own, names = [], ()
-    info = LayerInfo(name, prefix + name, cls, cfg, names)
+    info = LayerInfo(name, prefix + name, cls, cfg, names, tuple(prefix + n for n in (inputs or {}).get(name, ())))
     every.append(info)
     if top is not None:
         top.append(info)
     if own:
         weights[info.path] = own
     if is_model:
-        _, inner = _model_layers_config(path, lc)
+        inner_class, inner = _model_layers_config(path, lc)
+        inner_inputs = _inputs_by_name(inner_class, inner)
         for inner_lc in inner:
-            _read_h5_layer(path, root, inner_lc, info.path + "/", None, every, weights, pool)
+            _read_h5_layer(path, root, inner_lc, info.path + "/", None, every, weights, pool, inner_inputs)

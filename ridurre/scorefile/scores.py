@@ -38,6 +38,7 @@ moved into place.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import math
@@ -50,8 +51,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ridurre._io import atomic_writer, save_npz_atomic
-from ridurre.scorefile.masks import has_filters, zero_filters
+from ridurre._io import atomic_writer, input_clash, save_npz_atomic, unwritable_reason
+from ridurre.scorefile.masks import following_normalizations, has_filters, zero_filters, zero_normalization_channels
 from ridurre.scorefile.modelfile import ModelFile, ModelFileError, read_model_file
 
 __all__ = [
@@ -128,45 +129,79 @@ class Selection:
 
 @dataclass
 class PruneResult:
-    """What :func:`prune_by_scores` did: the selection, the scores and the files written."""
+    """What :func:`prune_by_scores` did: the selection, the scores and the files written.
+
+    Attributes:
+        normalizations: in mask mode, the BatchNormalization layers whose channels were zeroed
+            with the filters before them (layer path -> the pruned layer's path).
+        removed: files of an earlier run that ``overwrite=True`` removed.
+    """
 
     selection: Selection
     scores: list[FilterScore]
     num_filters: dict[str, int]
     files: list[str]
+    normalizations: dict[str, str] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- reading
 
 
+_SNIFF_LIMIT = 1 << 16  # characters of the header line looked at to guess the delimiter
+
+
+@contextlib.contextmanager
 def _open_csv(path, what):
-    """(header, rows iterator with line numbers) of a CSV file; errors name the file."""
+    """``(header, rows)`` of a CSV file, streamed: ``header`` is ``(line, lowercase cells)``,
+    ``rows`` an iterator of ``(line, cells)`` read one at a time, so that a bad row is reported
+    without reading (or holding) the rest of a large file. Blank lines and ``#`` comments are
+    skipped; every error names the file and the line."""
     path = os.fspath(path)
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            text = f.read()
+        f = open(path, newline="", encoding="utf-8-sig")
     except FileNotFoundError:
         raise ScoreFileError(f"{path}: no such {what}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScoreFileError(f"{path}: cannot read the {what} ({exc})") from None
-    lines = text.splitlines()
-    first = next((l for l in lines if l.strip() and not l.lstrip().startswith("#")), None)
-    if first is None:
-        raise ScoreFileError(f"{path}, line 1: empty {what} (expected a header line)")
-    try:
-        dialect = csv.Sniffer().sniff(first, delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(lines, dialect)
-    header, rows = None, []
-    for row in reader:
-        if not any(cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
-            continue
-        if header is None:
-            header = (reader.line_num, [cell.strip().lower() for cell in row])
-        else:
-            rows.append((reader.line_num, [cell.strip() for cell in row]))
-    return header, rows
+    except OSError as exc:
+        raise ScoreFileError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    with f:
+        try:
+            first = ""
+            while True:
+                line = f.readline(_SNIFF_LIMIT)
+                if not line or (line.strip() and not line.lstrip().startswith("#")):
+                    first = line
+                    break
+            f.seek(0)
+        except UnicodeDecodeError as exc:
+            raise ScoreFileError(f"{path}: cannot read the {what} (not UTF-8 text: {exc.reason})") from None
+        if not first.strip():
+            raise ScoreFileError(f"{path}, line 1: empty {what} (expected a header line)")
+        try:
+            dialect = csv.Sniffer().sniff(first, delimiters=",;\t")
+        except csv.Error:
+            dialect = csv.excel
+        reader = csv.reader(f, dialect)
+
+        def records():
+            try:
+                for row in reader:
+                    if not any(cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
+                        continue
+                    yield reader.line_num, row
+            except csv.Error as exc:
+                raise ScoreFileError(f"{path}, line {reader.line_num}: not a valid CSV row ({exc})") from None
+            except UnicodeDecodeError as exc:
+                raise ScoreFileError(
+                    f"{path}, after line {reader.line_num}: cannot read the {what} (not UTF-8 text: {exc.reason})"
+                ) from None
+
+        rows = records()
+        line, cells = next(rows, (None, None))
+        if line is None:
+            raise ScoreFileError(f"{path}, line 1: empty {what} (expected a header line)")
+        header = (line, [cell.strip().lower() for cell in cells])
+        yield header, ((n, [cell.strip() for cell in row]) for n, row in rows)
 
 
 def _column(path, header, accepted, role, prefer_first=False):
@@ -206,20 +241,20 @@ def read_layer_mapping(path: str | os.PathLike) -> dict[int, str]:
 
 
 def _read_mapping(path):
-    header, rows = _open_csv(path, "layer mapping file")
-    id_col = _column(path, header, MAPPING_ID_COLUMNS, "layer ID")
-    name_col = _column(path, header, MAPPING_NAME_COLUMNS, "layer name")
-    if not rows:
-        raise ScoreFileError(f"{path}, line {header[0]}: no mapping rows after the header")
     mapping = {}
-    for line, row in rows:
-        raw = _cell(path, line, row, id_col, "layer ID")
-        if not _INT.fullmatch(raw):
-            raise ScoreFileError(f"{path}, line {line}: layer ID {raw!r} is not an integer")
-        lid = int(raw)
-        if lid in mapping:
-            raise ScoreFileError(f"{path}, line {line}: duplicate layer ID {lid} (first on line {mapping[lid][1]})")
-        mapping[lid] = (_cell(path, line, row, name_col, "layer name"), line)
+    with _open_csv(path, "layer mapping file") as (header, rows):
+        id_col = _column(path, header, MAPPING_ID_COLUMNS, "layer ID")
+        name_col = _column(path, header, MAPPING_NAME_COLUMNS, "layer name")
+        for line, row in rows:
+            raw = _cell(path, line, row, id_col, "layer ID")
+            if not _INT.fullmatch(raw):
+                raise ScoreFileError(f"{path}, line {line}: layer ID {raw!r} is not an integer")
+            lid = int(raw)
+            if lid in mapping:
+                raise ScoreFileError(f"{path}, line {line}: duplicate layer ID {lid} (first on line {mapping[lid][1]})")
+            mapping[lid] = (_cell(path, line, row, name_col, "layer name"), line)
+    if not mapping:
+        raise ScoreFileError(f"{path}, line {header[0]}: no mapping rows after the header")
     return mapping
 
 
@@ -290,12 +325,18 @@ def read_scores(
             where = f"{mapping_path}, line {line}" if mapping_path else f"layer mapping {lid}"
             _resolve_name(model, name, where)
 
-    header, rows = _open_csv(path, "score file")
+    with _open_csv(path, "score file") as (header, rows):
+        out = _read_score_rows(path, header, rows, model, mapping, mapping_path)
+    if not out:
+        raise ScoreFileError(f"{path}, line {header[0]}: no score rows after the header")
+    return out
+
+
+def _read_score_rows(path, header, rows, model, mapping, mapping_path):
+    """Validate the score rows one at a time (see :func:`read_scores`)."""
     layer_col = _column(path, header, LAYER_COLUMNS, "layer", prefer_first=True)
     filter_col = _column(path, header, FILTER_COLUMNS, "filter")
     score_col = _column(path, header, SCORE_COLUMNS, "score")
-    if not rows:
-        raise ScoreFileError(f"{path}, line {header[0]}: no score rows after the header")
 
     n_top = len(model.layers)
     seen: dict[tuple[str, int], int] = {}
@@ -511,21 +552,81 @@ def _write_list(path, selection, layer_order):
             f.write(f"{s.layer}\t{s.filter}\t{s.score!r}\n")
 
 
-def _install_outputs(output, write_all):
-    """Run ``write_all(tmp_dir)`` and move what it wrote into ``output`` (created if needed)."""
+OUTPUT_FILES = (NPZ_FILE, MODEL_FILE, LIST_FILE, PLOT_FILE)
+"""Every file :func:`prune_by_scores` may write in its output directory."""
+
+
+def _check_output(output, inputs, overwrite):
+    """Refuse an output directory that would overwrite an input, that cannot be written, or that
+    holds files (an earlier run's, or anything else) unless ``overwrite``."""
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise ScoreFileError(f"--output {output}: exists and is not a directory")
+    clash = input_clash(inputs, [os.path.join(output, name) for name in OUTPUT_FILES])
+    if clash:
+        label, path, written = clash
+        raise ScoreFileError(
+            f"{label} {path}: this run would overwrite it ({written}); choose another --output (inputs are never "
+            "overwritten)"
+        )
+    reason = unwritable_reason(output)
+    if reason:
+        raise ScoreFileError(f"--output {output}: {reason}")
+    present = sorted(os.listdir(output)) if os.path.isdir(output) else []
+    if present and not overwrite:
+        shown = ", ".join(present[:5]) + (", ..." if len(present) > 5 else "")
+        raise ScoreFileError(
+            f"--output {output}: the directory is not empty ({shown}); pass --overwrite to replace an earlier "
+            "run's files, or choose another directory"
+        )
+
+
+def _install_outputs(output, write_all, overwrite=False):
+    """Run ``write_all(tmp_dir)`` and move what it wrote into ``output`` (created if needed); with
+    ``overwrite``, the files of :data:`OUTPUT_FILES` it did not write are removed (an earlier run's).
+    Returns the removed files."""
     output = os.path.abspath(output)
     parent = os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.tmp-", dir=parent)
+    removed = []
     try:
         write_all(tmp)
+        written = set(os.listdir(tmp))
         if not os.path.exists(output):
             os.rename(tmp, output)
-            return
-        for name in os.listdir(tmp):
+            return removed
+        if overwrite:
+            for name in OUTPUT_FILES:
+                if name not in written and os.path.isfile(os.path.join(output, name)):
+                    os.remove(os.path.join(output, name))
+                    removed.append(os.path.join(output, name))
+        for name in written:
             os.replace(os.path.join(tmp, name), os.path.join(output, name))
+        return removed
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _masked_arrays(mf, counts, selection, order):
+    """``({"<layer>/<weight>": array}, {normalization: producer})`` of mask mode: the scored layers
+    with their pruned filters zeroed, and the BatchNormalization layers called on them with the
+    same channels zeroed (else they would add their shift to the zeroed filters)."""
+    by_layer = selection.by_layer()
+    arrays, normalizations = {}, {}
+    for layer in sorted(counts, key=order.get):
+        info = mf.layer(layer)
+        new = zero_filters(info.class_name, mf.named_weights(layer), by_layer.get(layer, []), config=info.config)
+        arrays.update({f"{layer}/{name}": value for name, value in new.items()})
+        if not by_layer.get(layer):
+            continue
+        for norm in following_normalizations(mf, layer):
+            weights = mf.named_weights(norm.path)
+            if not weights:
+                continue
+            zeroed = zero_normalization_channels(norm.class_name, weights, by_layer[layer], norm.config)
+            arrays.update({f"{norm.path}/{name}": value for name, value in zeroed.items()})
+            normalizations[norm.path] = layer
+    return arrays, normalizations
 
 
 def prune_by_scores(
@@ -537,18 +638,25 @@ def prune_by_scores(
     min_score: float | None = None,
     layer_mapping: str | os.PathLike | Mapping[int, str] | None = None,
     mode: str = "mask",
+    overwrite: bool = False,
+    custom_objects: Mapping | None = None,
 ) -> PruneResult:
     """Prune a saved model's worst-scoring filters; the library form of the command.
 
     Args:
         model: a ``.keras`` or legacy ``.h5`` Keras model file.
         stats: the score CSV.
-        output: directory for the outputs (created; files in it are replaced).
+        output: directory for the outputs (created). It must be empty (or new), and no input may
+            be one of its outputs.
         percentage: prune this fraction (0, 1) of all scored filters, or
         min_score: prune the filters scoring below this (exactly one of the two).
         layer_mapping: a ``layer_id,layer_name`` CSV (or dict) for integer layer IDs.
-        mode: ``"mask"`` (zero the filters, write ``pruned_weights.npz``, no Keras needed) or
-            ``"remove"`` (remove them, write ``pruned_model.keras``).
+        mode: ``"mask"`` (zero the filters, and the channels of a BatchNormalization after
+            them, write ``pruned_weights.npz``, no Keras needed) or ``"remove"`` (remove them,
+            write ``pruned_model.keras``).
+        overwrite: accept a non-empty ``output``: an earlier run's files there are replaced or
+            removed (other files are left alone).
+        custom_objects: classes the model uses (remove mode loads it with Keras).
 
     Returns:
         A :class:`PruneResult`.
@@ -579,8 +687,8 @@ def prune_by_scores(
         raise ScoreFileError(f"--mode must be 'mask' or 'remove', got {mode!r}")
     _check_criterion(percentage, min_score)
     output = os.fspath(output)
-    if os.path.exists(output) and not os.path.isdir(output):
-        raise ScoreFileError(f"{output}: the output exists and is not a directory")
+    mapping_file = None if layer_mapping is None or isinstance(layer_mapping, Mapping) else layer_mapping
+    _check_output(output, {"--model": model, "--stats": stats, "--layer-mapping": mapping_file}, overwrite)
     try:
         mf = read_model_file(model)
     except ModelFileError as exc:
@@ -590,20 +698,15 @@ def prune_by_scores(
     selection = select_filters(scores, percentage=percentage, min_score=min_score, num_filters=counts)
     order = {l.path: i for i, l in enumerate(mf.all_layers)}
 
+    normalizations = {}
     if mode == "mask":
-        arrays = {}
-        for layer in sorted(counts, key=order.get):
-            info = mf.layer(layer)
-            new = zero_filters(
-                info.class_name, mf.named_weights(layer), selection.by_layer().get(layer, []), config=info.config
-            )
-            arrays.update({f"{layer}/{name}": value for name, value in new.items()})
+        arrays, normalizations = _masked_arrays(mf, counts, selection, order)
         main_file = NPZ_FILE
 
         def write_main(directory):
             save_npz_atomic(os.path.join(directory, NPZ_FILE), arrays)
     else:
-        pruned_model = _remove_filters(os.fspath(model), selection)
+        pruned_model = _remove_filters(os.fspath(model), selection, custom_objects)
         main_file = MODEL_FILE
 
         def write_main(directory):
@@ -614,22 +717,27 @@ def prune_by_scores(
         _write_list(os.path.join(directory, LIST_FILE), selection, order)
         plot_pruning(os.path.join(directory, PLOT_FILE), scores, selection, counts)
 
-    _install_outputs(output, write_all)
+    removed = _install_outputs(output, write_all, overwrite)
     files = [os.path.join(output, name) for name in (main_file, LIST_FILE, PLOT_FILE)]
-    return PruneResult(selection, scores, counts, files)
+    return PruneResult(selection, scores, counts, files, normalizations, removed)
 
 
-def _remove_filters(model_path, selection):
+def _remove_filters(model_path, selection, custom_objects=None):
     """Remove the selected filters, and the channels coupled to them, with the channel
     surgeon (needs Keras)."""
-    import keras
-
+    from ridurre._loading import ModelLoadError, load_keras_model
     from ridurre.surgery import Surgeon
 
     try:
-        model = keras.saving.load_model(model_path, compile=False)
-    except Exception as exc:
-        raise ScoreFileError(f"{model_path}: Keras cannot load the model ({exc})") from None
+        model = load_keras_model(
+            model_path,
+            custom_objects=custom_objects,
+            compile=False,
+            unsafe_hint="--unsafe",
+            custom_hint="--custom-objects FILE.py",
+        )
+    except ModelLoadError as exc:
+        raise ScoreFileError(str(exc)) from None
     try:
         surgeon = Surgeon(model)
         for layer, filters in selection.by_layer().items():

@@ -277,6 +277,14 @@ class Surgeon:
                         f"deleting these channels would delete every channel of the group produced by "
                         f"{', '.join(group.producers)} ({group.size} channels); keep at least one"
                     )
+            # a layer may own only some channels of a group (one side of a concatenation that is
+            # then added to something): it must keep one of its own
+            for use in trace.uses.values():
+                if use.out_layout is not None and len(use.out_layout) and gone[units.roots(use.out_layout)].all():
+                    raise ValueError(
+                        f"deleting these channels would leave layer {use.path!r} with no output channels (all "
+                        f"{len(use.out_layout)} of its channels are among them); keep at least one of them"
+                    )
         return np.asarray(sorted(deleted), dtype=np.int64)
 
 

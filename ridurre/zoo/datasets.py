@@ -18,9 +18,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
+import io
 import os
 import pickle
 import tarfile
+import zipfile
 
 import numpy as np
 
@@ -248,15 +250,49 @@ def load_digits(normalize="unit", validation_split=0.1, test_split=0.2, seed=0, 
 # --------------------------------------------------------------------------
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 python batch and nothing else: the only callables a pickle may name
+    are the ones that rebuild numpy arrays and bytes, so a crafted batch file cannot run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(
+                f"it names {module}.{name}, which a CIFAR-10 batch never does (refused: it could run code)"
+            )
+        return super().find_class(module, name)
+
+
+def _unpickle_cifar(data):
+    batch = _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
+    if not isinstance(batch, dict):
+        raise TypeError(f"it holds a {type(batch).__name__}, not a dict")
+    for value in batch.values():
+        if isinstance(value, np.ndarray) and value.dtype.hasobject:
+            raise TypeError("it holds an array of Python objects")
+    return batch
+
+
 def _cifar_batch(data, source):
     try:
-        batch = pickle.loads(data, encoding="bytes")
+        batch = _unpickle_cifar(data)
         x = np.asarray(batch[b"data"], dtype="uint8")
         y = np.asarray(batch[b"labels"])
-    except (KeyError, TypeError, pickle.UnpicklingError, EOFError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, pickle.UnpicklingError, EOFError) as err:
         raise ValueError(
             f"{source} is not a CIFAR-10 python batch (a pickled dict with b'data' and b'labels'): {err}"
         ) from None
+    if y.dtype.kind not in "iu":
+        raise ValueError(f"{source}: b'labels' must be integers, got {y.dtype}")
     if x.ndim != 2 or x.shape[1] != 3072 or len(x) != len(y):
         raise ValueError(
             f"{source}: expected b'data' of shape (N, 3072) and N labels, got {x.shape} and {len(y)} labels."
@@ -323,8 +359,10 @@ def load_cifar10(path=None, normalize="meanstd", validation_split=0.1, subset=No
     * the official python-version directory ``cifar-10-batches-py`` (or the
       directory containing it): pickled ``data_batch_1`` ... ``data_batch_5``
       and ``test_batch``, each a dict with ``b'data'`` (uint8, ``(N, 3072)``,
-      channel planes R, G, B of 32x32) and ``b'labels'``, read with
-      ``pickle.load(f, encoding='bytes')``;
+      channel planes R, G, B of 32x32) and ``b'labels'``. They are pickles, read
+      with an unpickler that admits nothing but that dict of bytes and arrays:
+      a crafted file that names any other Python callable is refused, so
+      loading never runs code from the file;
     * the official archive ``cifar-10-python.tar.gz`` itself;
     * an ``.npz`` with ``x_train``, ``y_train``, ``x_test``, ``y_test``
       (images ``(N, 32, 32, 3)``).
@@ -505,12 +543,47 @@ def _existing(path):
     return path
 
 
+def _not_an_npz(path):
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return f"{path} is empty (0 bytes), not an .npz archive."
+    if head.startswith(b"\x93NUMPY"):
+        return f"{path} is a single .npy array, not an .npz archive of named arrays (numpy.savez writes one)."
+    if b"\0" not in head:
+        return f"{path} is a text file, not an .npz archive (numpy.savez writes a zip of arrays)."
+    return f"{path} is not an .npz archive (numpy.savez writes a zip of arrays)."
+
+
+def _read_npz(path):
+    """``{name: array}`` of an ``.npz`` file; a file that is not one, or holds Python objects,
+    gets a message saying so (numpy's own suggests ``allow_pickle``)."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError(_not_an_npz(path))
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            out = {}
+            for key in data.files:
+                try:
+                    out[key] = np.asarray(data[key])
+                except ValueError as exc:
+                    if "pickle" not in str(exc):
+                        raise
+                    raise ValueError(
+                        f"{path}: array {key!r} holds Python objects, not numbers (refused: loading it could run "
+                        "code); save numeric arrays"
+                    ) from None
+            return out
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ValueError(f"{path} is a damaged .npz archive ({exc}).") from None
+
+
 def _npz_arrays(path, keys):
-    with np.load(path, allow_pickle=False) as data:
-        missing = [k for k in keys if k not in data.files]
-        if missing:
-            raise ValueError(f"{path} lacks the array(s) {missing}; it holds {data.files}.")
-        return tuple(np.asarray(data[k]) for k in keys)
+    data = _read_npz(path)
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise ValueError(f"{path} lacks the array(s) {missing}; it holds {sorted(data)}.")
+    return tuple(data[k] for k in keys)
 
 
 def load_npz(path, normalize=None, validation_split=0.1, seed=0):
@@ -546,9 +619,8 @@ def load_npz(path, normalize=None, validation_split=0.1, seed=0):
     path = _existing(path)
     _check_normalize(normalize)
     _fraction(validation_split, "validation_split")
-    with np.load(path, allow_pickle=False) as data:
-        files = set(data.files)
-        arrays = {k: np.asarray(data[k]) for k in data.files}
+    arrays = _read_npz(path)
+    files = set(arrays)
     prefix = "x" if "x" in files else "x_train"
     if prefix not in files or prefix.replace("x", "y", 1) not in files:
         raise ValueError(f"{path} must hold arrays 'x' and 'y' (or 'x_train' and 'y_train'); it holds {sorted(files)}.")

@@ -98,7 +98,7 @@ def test_stats_table(capsys, model_file):
 
 def test_stats_missing_model(capsys, tmp_path):
     assert main(["stats", str(tmp_path / "nope.keras")]) == 2
-    assert "MODEL: no such model file" in capsys.readouterr().err
+    assert f"MODEL: {tmp_path / 'nope.keras'}: no such model file" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- prune
@@ -223,7 +223,7 @@ def test_bad_inputs_exit_2_and_write_nothing(capsys, monkeypatch, tmp_path, mode
         "bad-env": "strategy.iterations: expected an integer >= 1, got 0 (from environment variable "
         "RIDURRE_STRATEGY_ITERATIONS)",
         "bad-cli": "strategy.ratio: expected a number in (0, 1) or null, got 1.0 (from command-line option --ratio)",
-        "missing-model": "--model: no such model file",
+        "missing-model": "missing.keras: no such model file",
         "missing-config": "--config: no such file",
         "wrong-shape": "has inputs of shape (4, 4, 1) but the model 'small_cnn' expects (8, 8, 1)",
         "too-many-classes": "has 12 classes but the model 'small_cnn' has only 10 outputs",

@@ -120,10 +120,19 @@ def test_mask_mode_runs_without_tensorflow_or_keras(model_files, tmp_path, fmt):
 
     npz = np.load(out / "pruned_weights.npz")
     assert sorted(npz.files) == [
+        *(f"{bn}/{w}" for bn in ("bn1", "bn3") for w in ("beta", "gamma", "moving_mean", "moving_variance")),
         "separable_conv/depthwise_kernel",
         "separable_conv/pointwise_kernel",
         "temporal_conv/kernel",
     ]
+    # the BatchNormalization right after each pruned layer outputs exactly zero for its pruned channels
+    for bn, layer in (("bn1", "temporal_conv"), ("bn3", "separable_conv")):
+        pruned = sorted(f for l, f in expected if l == layer)
+        assert not npz[f"{bn}/gamma"][pruned].any() and not npz[f"{bn}/beta"][pruned].any()
+        assert not npz[f"{bn}/moving_mean"][pruned].any()
+        keep = [f for f in range(len(npz[f"{bn}/gamma"])) if f not in pruned]
+        np.testing.assert_array_equal(npz[f"{bn}/gamma"][keep], model.get_layer(bn).get_weights()[0][keep])
+    assert "note: zeroed the same channels of BatchNormalization 'bn1' after 'temporal_conv'" in proc.stdout
     original = {
         "temporal_conv/kernel": model.get_layer("temporal_conv").get_weights()[0],
         "separable_conv/depthwise_kernel": model.get_layer("separable_conv").get_weights()[0],
@@ -336,10 +345,11 @@ def test_bad_input_leaves_existing_output_unchanged(model_files, tmp_path):
     assert status == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     bad = write(tmp_path / "bad.csv", "layer,filter,score\ntemporal_conv,0,x\n")
-    assert main(["--model", paths["keras"], "--stats", bad, "--percentage", "0.25", "--output", str(out)]) == 2
+    args = ["--model", paths["keras"], "--stats", bad, "--percentage", "0.25", "--output", str(out), "--overwrite"]
+    assert main(args) == 2
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "out"]
-    # A good run replaces the files in place.
+    # A good run replaces the files in place (with --overwrite: the directory is not empty).
     assert (
         main(
             [
@@ -353,6 +363,7 @@ def test_bad_input_leaves_existing_output_unchanged(model_files, tmp_path):
                 "0.02",
                 "--output",
                 str(out),
+                "--overwrite",
             ]
         )
         == 0

@@ -357,7 +357,7 @@ def test_cli_writes_the_scan_and_the_chosen_ratios(tmp_path, saved_cnn, capsys):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"--model": "missing.keras"}, "no such file"),
+        ({"--model": "missing.keras"}, "missing.keras: no such model file"),
         ({"--ratios": "0.2,1.5"}, "--ratios"),
         ({"--ratios": "abc"}, "--ratios"),
         ({"--criterion": "l3"}, "Unknown criterion"),

@@ -270,3 +270,31 @@ def test_raw_keras_ops_in_the_graph(rng):
     pruned, zeroed = delete_channels(model, "c", [0, 5]), zero_channels(model, "c", [0, 5])
     xs = random_inputs(model, rng)
     assert_close(predict(pruned, xs), predict(zeroed, xs))
+
+
+def test_normalization_statistics_given_to_the_constructor_are_sliced(rng):
+    # found by the fuzzer (tests/surgery/test_fuzz.py): the rebuilt layer broadcast the original 2
+    # statistics onto 1 channel
+    x = keras.Input((4, 2))
+    h = keras.layers.Conv1D(3, 1, name="c")(x)
+    h = keras.layers.Normalization(mean=np.array([0.5, 1.0, -1.0]), variance=np.array([1.0, 2.0, 0.5]), name="n")(h)
+    model = randomize_weights(keras.Model(x, keras.layers.Dense(3)(keras.layers.Flatten()(h))))
+    pruned, zeroed = delete_channels(model, "c", [1]), zero_channels(model, "c", [1])
+    assert pruned.get_layer("n").get_config()["mean"] == [0.5, -1.0]
+    xs = random_inputs(model, rng)
+    assert_close(predict(pruned, xs), predict(zeroed, xs))
+
+
+def test_a_layer_that_would_lose_every_channel_is_refused():
+    # found by the fuzzer: a concatenation added to a convolution couples the channels of both sides of
+    # the concatenation into one group; deleting every channel of one side built Conv2D(filters=0)
+    x = keras.Input((4, 4, 2))
+    a = keras.layers.Conv2D(3, 1, name="a")(x)
+    b = keras.layers.Conv2D(2, 1, name="b")(x)
+    h = keras.layers.Concatenate()([a, b])
+    h = keras.layers.Add()([h, keras.layers.Conv2D(5, 1, name="c")(x)])
+    model = keras.Model(x, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
+    assert [g.size for g in ridurre.channel_groups(model) if "c" in g.producers] == [5]
+    with pytest.raises(ValueError, match="would leave layer 'a' with no output channels"):
+        delete_channels(model, "c", [0, 1, 2])
+    assert delete_channels(model, "c", [0, 1]).get_layer("a").filters == 1

@@ -379,3 +379,64 @@ def test_ssvep_spectrum_peaks_at_stimulus_frequency():
 def test_ssvep_validation(kwargs, name):
     with pytest.raises(ValueError, match=name):
         make_ssvep_dataset(**kwargs)
+
+
+# --------------------------------------------------------------------------
+# Untrusted files (issue 14)
+# --------------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this runs ``touch <path>``: what a crafted CIFAR batch file could do."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.path}",))
+
+
+@pytest.mark.parametrize("where", ["data", "labels", "top"])
+def test_a_crafted_cifar_batch_runs_no_code(cifar_dir, tmp_path, where):
+    root, _, _ = cifar_dir
+    marker = tmp_path / "pwned"
+    batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}
+    content = _Payload(marker) if where == "top" else {**batch, f"{where}".encode(): _Payload(marker)}
+    with open(root / "data_batch_1", "wb") as f:
+        pickle.dump(content, f, protocol=2)
+    with pytest.raises(ValueError, match=r"data_batch_1 is not a CIFAR-10 python batch.*system.*refused"):
+        load_cifar10(root)
+    assert not marker.exists()
+    with tarfile.open(tmp_path / "cifar.tar.gz", "w:gz") as tar:  # the archive goes through the same reader
+        tar.add(root, arcname="cifar-10-batches-py")
+    with pytest.raises(ValueError, match="refused"):
+        load_cifar10(tmp_path / "cifar.tar.gz")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_batches_of_every_pickle_protocol_load(cifar_dir, protocol):
+    root, images, labels = cifar_dir
+    for name in ("data_batch_1", "data_batch_2", "test_batch"):
+        with open(root / name, "rb") as f:
+            batch = pickle.load(f)
+        with open(root / name, "wb") as f:
+            pickle.dump(batch, f, protocol=protocol)
+    data = load_cifar10(root, normalize=None, validation_split=0.0)
+    np.testing.assert_array_equal(data.x_test, images[40:])
+
+
+def test_files_that_are_not_npz_archives_say_so(tmp_path):
+    (tmp_path / "text.npz").write_text("x,y\n1,2\n")
+    with pytest.raises(ValueError, match="is a text file, not an .npz archive") as info:
+        load_npz(tmp_path / "text.npz")
+    assert "allow_pickle" not in str(info.value)
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    (tmp_path / "array.npy").rename(tmp_path / "array.npz")
+    with pytest.raises(ValueError, match="a single .npy array"):
+        load_npz(tmp_path / "array.npz")
+    np.savez(tmp_path / "objects.npz", x=np.array([None, 1], dtype=object), y=np.arange(2))
+    with pytest.raises(ValueError, match="array 'x' holds Python objects"):
+        load_npz(tmp_path / "objects.npz")
