@@ -76,6 +76,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import twin_networks as tn  # noqa: E402
 
 from ridurre import Pruner  # noqa: E402
@@ -328,7 +329,11 @@ def train_bases(arch, data, seed, args):
     """``(torch base, keras base, {framework: accuracy, seconds})`` for this seed."""
     tbase = tn.torch_model(arch, seed)
     kbase = tn.keras_model(arch)
-    tn.torch_to_keras(tbase, kbase)  # the same initial weights
+    tn.torch_to_keras(tbase, kbase)  # the same initial weights, hence the same function:
+    x = data.x_test[:64]
+    gap = np.abs(tn.torch_logits(tbase, data, x) - keras.ops.convert_to_numpy(kbase(x, training=False))).max()
+    if gap > 1e-4:
+        raise RuntimeError(f"the torch and Keras twins differ by {gap:.3g} on the same weights")
     info = {}
     start = time.perf_counter()
     tn.torch_train(tbase, data, 0, args.base_epochs, seed)

@@ -225,13 +225,17 @@ def torch_train(model, data: Dataset, first_epoch, end_epoch, seed, batch_size=6
     model.eval()
 
 
-def torch_accuracy(model, data: Dataset) -> float:
+def torch_logits(model, data: Dataset, x: np.ndarray) -> np.ndarray:
+    """The torch model's outputs (evaluation mode) on channels-last inputs ``x``."""
     import torch
 
     model.eval()
     with torch.no_grad():
-        logits = model(torch.from_numpy(data.torch_x(data.x_test)))
-    return float((logits.argmax(-1).numpy() == data.y_test).mean())
+        return model(torch.from_numpy(data.torch_x(x))).numpy()
+
+
+def torch_accuracy(model, data: Dataset) -> float:
+    return float((torch_logits(model, data, data.x_test).argmax(-1) == data.y_test).mean())
 
 
 def torch_gradients(model, data: Dataset, batches: int = 8, batch_size: int = 64, seed: int = 0) -> None:
