@@ -375,11 +375,16 @@ def compare(args):
         log(data.describe())
         base_macs = tn.macs_of(arch, arch.widths)
         knobs = {}
+        cache = Path(args.results).with_suffix(".calibration.json") if args.results else None
+        known = json.loads(cache.read_text()) if cache and cache.exists() else {}
         for level in args.levels:
-            knobs[level] = (
-                calibrate_ridurre(arch, level, args.steps, args.macs_tolerance),
-                calibrate_tp(arch, level, args.steps, args.macs_tolerance),
-            )
+            key = f"{dataset} {level} {args.steps} {args.macs_tolerance}"
+            if key not in known:  # deterministic: computed once per results file
+                ridurre_knob = calibrate_ridurre(arch, level, args.steps, args.macs_tolerance)
+                known[key] = [ridurre_knob, calibrate_tp(arch, level, args.steps, args.macs_tolerance)]
+                if cache:
+                    cache.write_text(json.dumps(known, indent=1))
+            knobs[level] = (known[key][0], tuple(known[key][1]))
             log(f"{dataset} {level}x: ridurre final sparsity {knobs[level][0]:.4f}, TP pruning_ratio {knobs[level][1]}")
         for seed in args.seeds:
             todo = [(lv, m) for lv in args.levels for m in methods if (dataset, seed, lv, m) not in done]
@@ -436,7 +441,12 @@ def mean_sd(values):
 
 def report(rows, args) -> str:
     methods = parse_methods(args.methods)
-    rows = [r for r in rows if r["method"] in methods and r["dataset"] in args.datasets and r["level"] in args.levels]
+    levels = sorted(args.levels)
+    rows = [
+        r
+        for r in rows
+        if r["method"] in methods and r["dataset"] in args.datasets and r["level"] in levels and r["seed"] in args.seeds
+    ]
     out = []
     for dataset in args.datasets:
         rs = [r for r in rows if r["dataset"] == dataset]
@@ -452,26 +462,26 @@ def report(rows, args) -> str:
             + ", ".join(f"{tool} {mean_sd(list(b.values()))}" for tool, b in sorted(bases.items()))
             + f" (start: {rs[0]['start']}).\n"
         )
-        out.append("| method | " + " | ".join(f"{lv}x" for lv in args.levels) + " | after 1st step, before finetune |")
-        out.append("|---|" + "---:|" * (len(args.levels) + 1))
+        out.append("| method | " + " | ".join(f"{lv}x" for lv in levels) + " | after 1st step, before finetune |")
+        out.append("|---|" + "---:|" * (len(levels) + 1))
         for method in methods:
             cells = []
-            for lv in args.levels:
+            for lv in levels:
                 cell = [r for r in rs if r["method"] == method and r["level"] == lv]
                 speed = statistics.mean(r["speedup"] for r in cell) if cell else 0
                 cells.append(f"{mean_sd([r['accuracy'] for r in cell])} ({speed:.2f}x)" if cell else "-")
-            first = [r["after_prune"][0] for r in rs if r["method"] == method and r["level"] == args.levels[-1]]
-            out.append(f"| {method} | " + " | ".join(cells) + f" | {mean_sd(first)} at {args.levels[-1]}x |")
+            first = [r["after_prune"][0] for r in rs if r["method"] == method and r["level"] == levels[-1]]
+            out.append(f"| {method} | " + " | ".join(cells) + f" | {mean_sd(first)} at {levels[-1]}x |")
         out.append("")
         out.append(f"Per seed against the tool's own random (wins / seeds, mean difference in points), {dataset}:\n")
-        out.append("| method | " + " | ".join(f"{lv}x" for lv in args.levels) + " |")
-        out.append("|---|" + "---:|" * len(args.levels))
+        out.append("| method | " + " | ".join(f"{lv}x" for lv in levels) + " |")
+        out.append("|---|" + "---:|" * len(levels))
         for method in methods:
             tool, name = method.split(":")
             if name == "random" or f"{tool}:random" not in methods:
                 continue
             cells = []
-            for lv in args.levels:
+            for lv in levels:
                 acc = {r["seed"]: r["accuracy"] for r in rs if r["method"] == method and r["level"] == lv}
                 rnd = {r["seed"]: r["accuracy"] for r in rs if r["method"] == f"{tool}:random" and r["level"] == lv}
                 diffs = [acc[s] - rnd[s] for s in acc if s in rnd]
@@ -480,7 +490,7 @@ def report(rows, args) -> str:
             out.append(f"| {method} | " + " | ".join(cells) + " |")
         out.append("")
         out.append("Best of each tool (highest mean) per level:\n")
-        for lv in args.levels:
+        for lv in levels:
             best = {}
             for method in methods:
                 accs = [r["accuracy"] for r in rs if r["method"] == method and r["level"] == lv]
