@@ -2,9 +2,9 @@
 
 Usage::
 
-    python bench/compare_torch_pruning.py --quick                     # a smoke run of a few minutes
-    nice python bench/compare_torch_pruning.py --seeds 0,1,2,3,4 \\
-        --results bench_results/tp.jsonl --report bench_results/tp.md  # the full comparison
+    python bench/compare_torch_pruning.py --quick                     # a smoke run of about 2 minutes
+    nice python bench/compare_torch_pruning.py --datasets mnist1d --seeds 0,1,2 --levels 5,3,2 \\
+        --results bench/results/tp_mnist1d.jsonl --report tp_mnist1d.md  # the full comparison
 
 What it does, for every dataset (``mnist1d``, ``digits``) and seed:
 
