@@ -19,6 +19,7 @@ import numpy as np
 
 from ridurre import _compat
 from ridurre import rules as _rules
+from ridurre.graph.composite import opaque_reason
 
 __all__ = [
     "ChannelGroup",
@@ -239,7 +240,7 @@ class Trace:
         use.calls += 1
         try:
             if rule is None:
-                raise _rules.Unsupported(f"ridurre has no rule for {type(layer).__name__} layers")
+                raise _rules.Unsupported(opaque_reason(layer, self.rules))
             outs = rule.propagate(layer, in_layouts, in_shapes, out_shapes, ctx)
         except _rules.Unsupported as exc:
             reason = f"{path} ({type(layer).__name__}): {exc}"

@@ -1,0 +1,446 @@
+"""See inside composite layers: replace each call of a layer that has no rule but is made of
+other layers by the layers and ``keras.ops`` calls of its ``call``.
+
+keras-hub (and many user models) build networks from subclassed layers (``TransformerEncoder``,
+``MBConvBlock``, ``ViTEncoder``...) whose Conv, Dense and normalization layers never appear in the
+Functional graph, so the trace sees one opaque layer. :func:`inline_composites` calls each such
+layer's ``call`` on symbolic inputs: its sublayer calls and ``keras.ops`` calls are recorded as a
+small Functional model that shares the sublayer objects (and so the weights), named like the
+layer, and the composite's call is replaced by a call of that model. The result is a Functional
+model computing the same function, in which the trace, the surgeon and the loop see every inner
+channel; composites inside composites become nested models inside nested models.
+
+A call that cannot be recorded this way is left as it is, with the reason (``Inlining.refused``,
+and the trace's reason for the layer): Python control flow on tensor values, backend-specific
+operations or computations with unknown (batch, sequence) dimensions, a ``call`` that branches
+in Python on ``training``, Keras masks travelling with the inputs, variables read outside a layer
+call, or weights the recorded graph does not use. A layer with a rule is never inlined: register
+a rule for a composite to keep it whole.
+
+What is lost: the model is a plain Functional model (a keras-hub ``Backbone`` loses its class,
+``from_preset`` and the methods that call its layers directly, such as cached generation).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import Counter
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from ridurre import _compat
+from ridurre import rules as _rules
+from ridurre.graph.composite import is_composite, record_refusal
+from ridurre.graph.trace import check_model
+
+__all__ = ["Inlining", "Refusal", "inline", "inline_composites"]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A composite layer whose call was not inlined: where it is, its class and why."""
+
+    path: str
+    layer_class: str
+    reason: str
+
+
+@dataclass
+class Inlining:
+    """The result of :func:`inline`.
+
+    Attributes:
+        model: the model with its composite layers inlined (the given model itself when there
+            was nothing to inline).
+        inlined: how many calls of each composite class were inlined.
+        refused: the composite layers left opaque, with the reason.
+    """
+
+    model: keras.Model
+    inlined: dict = field(default_factory=dict)
+    refused: tuple = ()
+
+
+class _Refused(Exception):
+    pass
+
+
+class _Slot:
+    """Position of a tensor among a recorded call's flat outputs (the rest of the structure is kept)."""
+
+    def __init__(self, index):
+        self.index = index
+
+
+def _symbolic_leaves(structure) -> list:
+    """The distinct symbolic tensors in a nested structure, in order."""
+    seen, found = set(), []
+    for leaf in keras.tree.flatten(structure):
+        if _compat.is_symbolic(leaf) and id(leaf) not in seen:
+            seen.add(id(leaf))
+            found.append(leaf)
+    return found
+
+
+def _fingerprint(value):
+    """What identifies a call argument: a tensor's spec, a constant's value."""
+    if _compat.is_symbolic(value):
+        return ("tensor", tuple(value.shape), str(value.dtype))
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, keras.Variable):
+        return ("variable", value.path)
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        array = np.asarray(value)
+        return ("array", array.shape, str(array.dtype), hash(array.tobytes()))
+    return type(value).__name__
+
+
+def _unknown_dimension(value) -> bool:
+    """True when a call argument holds a shape with an unknown dimension (``(None, 8, 8, 16)``)."""
+    if isinstance(value, (list, tuple)):
+        if any(v is None for v in value) and any(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return True
+        return any(_unknown_dimension(v) for v in value)
+    if isinstance(value, dict):
+        return any(_unknown_dimension(v) for v in value.values())
+    return False
+
+
+def _operation_config(operation) -> dict:
+    """The constructor arguments of a raw ``keras.ops`` operation (``Reshape(newshape)``), else ``{}``."""
+    if isinstance(operation, keras.layers.Layer):
+        return {}
+    try:
+        return operation.get_config()
+    except Exception:  # noqa: BLE001 - an operation without a config has no constants to check
+        return {}
+
+
+def _signature(args, kwargs):
+    return repr(keras.tree.map_structure(_fingerprint, (args, kwargs)))
+
+
+def _all_sublayers(layer) -> list:
+    found, stack, seen = [], list(_compat.sublayers(layer)), set()
+    while stack:
+        sub = stack.pop()
+        if id(sub) in seen:
+            continue
+        seen.add(id(sub))
+        found.append(sub)
+        stack.extend(_compat.sublayers(sub))
+    return found
+
+
+def _structure_key(calls) -> list:
+    """The shape of a recorded graph, for comparing two recordings of one call."""
+    key = []
+    for call in calls:
+        op = call.operation
+        name = op.name if isinstance(op, keras.layers.Layer) else type(op).__name__
+        constants = [_fingerprint(v) for v in keras.tree.flatten(call.args) if not _compat.is_symbolic(v)]
+        constants += [
+            (k, repr(keras.tree.map_structure(_fingerprint, v)))
+            for k, v in sorted((call.kwargs or {}).items())
+            if k != "training"
+        ]
+        key.append((name, len(call.inputs), repr(constants)))
+    return key
+
+
+class _Inliner:
+    def __init__(self, rules):
+        self.rules = _rules.as_rule_set(rules)
+        self.inlined = Counter()
+        self.refused = {}  # id(layer) -> (layer, Refusal)
+        self.nested = {}  # id(layer) -> (model, output structure, signature)
+        self.branches = {}  # id(layer) -> whether its call branches on `training` in Python
+        self._composite = {}
+        self._path = []
+
+    def composite(self, layer) -> bool:
+        key = id(layer)
+        if key not in self._composite:
+            self._composite[key] = is_composite(layer, self.rules)
+        return self._composite[key]
+
+    # -- replaying a Functional graph --------------------------------------------------------
+    def functional(self, functional, prefix):
+        """A copy of ``functional`` with its composite calls inlined, or ``None`` if none was."""
+        mapping = {}
+
+        def mapped(value):
+            return mapping.get(id(value), value) if _compat.is_symbolic(value) else value
+
+        changed = False
+        calls = list(_compat.calls(functional))
+        consumed = {id(t) for call in calls for t in call.inputs} | {id(t) for t in functional.outputs}
+        for call in calls:
+            op = call.operation
+            args = keras.tree.map_structure(mapped, call.args)
+            kwargs = keras.tree.map_structure(mapped, call.kwargs or {})
+            moved = any(mapping.get(id(t)) is not None for t in call.inputs)
+            outputs = None
+            if _compat.is_graph_model(op):
+                inner = self.functional(_compat.functional_of(op), f"{prefix}{op.name}/")
+                if inner is not None:
+                    outputs = inner(*args, **kwargs)
+            elif self.composite(op):
+                self._path.append(prefix + op.name)
+                try:
+                    outputs = self.expand(op, args, kwargs, expected=(call.outputs, consumed))
+                finally:
+                    self._path.pop()
+            if outputs is None:
+                if not moved:
+                    continue
+                outputs = op(*args, **kwargs)
+            changed = True
+            for old, new in zip(call.outputs, keras.tree.flatten(outputs)):
+                mapping[id(old)] = new
+        if not changed:
+            return None
+        outputs = keras.tree.map_structure(mapped, _compat.outputs_structure(functional))
+        return keras.Model(_compat.inputs_structure(functional), outputs, name=functional.name)
+
+    # -- one composite call ------------------------------------------------------------------
+    def expand(self, layer, args, kwargs, expected=None):
+        """The outputs of ``layer(*args, **kwargs)`` computed by the nested model recorded from
+        its call (same structure as the call's result), or ``None`` when it cannot be inlined."""
+        if id(layer) in self.refused:
+            return None
+        try:
+            model, structure = self._nested_model(layer, args, kwargs, expected)
+        except _Refused as exc:
+            self.refused[id(layer)] = (layer, Refusal(self._path[-1], type(layer).__name__, str(exc)))
+            return None
+        self.inlined[type(layer).__name__] += 1
+        outputs = model(_symbolic_leaves((args, kwargs)))
+        return keras.tree.map_structure(lambda v: outputs[v.index] if isinstance(v, _Slot) else v, structure)
+
+    def _nested_model(self, layer, args, kwargs, expected):
+        signature = _signature(args, kwargs)
+        cached = self.nested.get(id(layer))
+        if cached is not None:
+            model, structure, first = cached
+            if first != signature:
+                raise _Refused("it is called more than once, with different arguments")
+            return model, structure
+        for tensor in _symbolic_leaves((args, kwargs)) + list(expected[0] if expected else ()):
+            if _compat.keras_mask(tensor) is not None:
+                raise _Refused("a Keras mask travels with its inputs or outputs; inlining would not pass it on")
+        kwargs = self._training(layer, args, kwargs)
+        sublayers = _all_sublayers(layer)
+        counts = _compat.node_counts(sublayers)
+        known = set(self.nested)
+        try:
+            inputs, outputs, structure = self._record(layer, args, kwargs, sublayers)
+            if expected is not None:
+                self._check_outputs(outputs, structure, *expected)
+            model = keras.Model(inputs, outputs, name=layer.name)
+        except Exception as exc:
+            _compat.forget_nodes(counts)
+            for key in set(self.nested) - known:  # nested models recorded by the abandoned trace
+                del self.nested[key]
+            if isinstance(exc, _Refused):
+                raise
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            hint = " - it computes with an unknown (batch or sequence) dimension" if "None" in message else ""
+            raise _Refused(
+                f"its call cannot be traced on symbolic tensors ({type(exc).__name__}: {message}){hint}"
+            ) from exc
+        self.nested[id(layer)] = (model, structure, signature)
+        return model, structure
+
+    def _record(self, layer, args, kwargs, sublayers):
+        """Call ``layer.call`` on fresh symbolic inputs, inlining the composites inside it too."""
+        originals = _symbolic_leaves((args, kwargs))
+        fresh = {id(t): keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype) for t in originals}
+        inputs = [fresh[id(t)] for t in originals]
+
+        def replaced(value):
+            if not _compat.is_symbolic(value):
+                return value
+            return _compat.convert_call_input(layer, fresh[id(value)])
+
+        call_args = keras.tree.map_structure(replaced, args)
+        call_kwargs = keras.tree.map_structure(replaced, kwargs)
+        inner = [sub for sub in sublayers if self.composite(sub)]
+        with _compat.intercepted_calls(inner, self._intercept):
+            result = layer.call(*call_args, **call_kwargs)
+        outputs, slots = [], {}
+
+        def slot(value):
+            if _compat.is_symbolic(value):
+                if id(value) not in slots:
+                    slots[id(value)] = _Slot(len(outputs))
+                    outputs.append(value)
+                return slots[id(value)]
+            return value  # None, a number or a constant tensor: returned as the call returned it
+
+        structure = keras.tree.map_structure(slot, result)
+        if not outputs:
+            raise _Refused("its call returns no symbolic tensor")
+        try:
+            calls = _compat.calls_between(inputs, outputs)
+        except ValueError as exc:
+            raise _Refused(str(exc)) from exc
+        self._check_calls(layer, calls)
+        return inputs, outputs, structure
+
+    def _intercept(self, layer, args, kwargs, original):
+        """A composite called inside another composite's call: inline it too when possible."""
+        if not _symbolic_leaves((args, kwargs)):
+            return original(*args, **kwargs)
+        self._path.append(f"{self._path[-1]}/{layer.name}")
+        try:
+            outputs = self.expand(layer, args, kwargs)
+        finally:
+            self._path.pop()
+        return original(*args, **kwargs) if outputs is None else outputs
+
+    # -- checks ------------------------------------------------------------------------------
+    def _training(self, layer, args, kwargs):
+        """``kwargs`` with ``training=None`` when the call takes ``training`` and was not given
+        one, so that the recorded sublayer calls read the training phase at run time, as the
+        composite's own call would have handed it on."""
+        try:
+            parameters = inspect.signature(layer.call).parameters
+            bound = inspect.signature(layer.call).bind(*args, **kwargs).arguments
+        except (TypeError, ValueError):
+            return kwargs
+        if "training" not in parameters or bound.get("training") is not None:
+            return kwargs
+        if self._branches_on_training(layer, args, kwargs):
+            raise _Refused("its call branches on `training` in Python, so no single graph stands for it")
+        return {**kwargs, "training": None}
+
+    def _branches_on_training(self, layer, args, kwargs):
+        key = id(layer)
+        if key not in self.branches:
+            sublayers = _all_sublayers(layer)
+            counts = _compat.node_counts(sublayers)
+            saved = dict(self.nested), dict(self.refused), Counter(self.inlined), list(self._path)
+            keys = []
+            try:
+                for phase in (True, False):
+                    self.nested = dict(saved[0])  # each phase records its own nested models
+                    inputs, outputs, _ = self._record(layer, args, {**kwargs, "training": phase}, sublayers)
+                    keys.append(_structure_key(_compat.calls_between(inputs, outputs)))
+            except _Refused:
+                keys = [0, 0]  # not traceable either way: the real recording will say why
+            except Exception:  # noqa: BLE001 - same: the real recording reports the error
+                keys = [0, 0]
+            finally:
+                _compat.forget_nodes(counts)
+                self.nested, self.refused, self.inlined, self._path = saved
+            self.branches[key] = keys[0] != keys[1]
+        return self.branches[key]
+
+    @staticmethod
+    def _check_calls(layer, calls):
+        used = set()
+        for call in calls:
+            for value in keras.tree.flatten((call.args, call.kwargs or {})):
+                if isinstance(value, keras.Variable):
+                    raise _Refused(f"its call reads the variable {value.path!r} outside a layer call")
+            if _unknown_dimension((call.args, call.kwargs, _operation_config(call.operation))):
+                raise _Refused(
+                    f"its call passes an unknown (batch or sequence) dimension to {type(call.operation).__name__}: "
+                    "the graph would only hold while it is built, not when it runs"
+                )
+            used.update(id(v) for v in getattr(call.operation, "weights", ()))
+        missing = [v.path for v in layer.weights if id(v) not in used]
+        if missing:
+            raise _Refused(
+                f"the recorded graph does not use its weights {missing[:3]}{' ...' if len(missing) > 3 else ''} "
+                "(a sublayer called on a constant, or weights the call leaves unused)"
+            )
+
+    @staticmethod
+    def _check_outputs(outputs, structure, expected, consumed):
+        leaves = keras.tree.flatten(structure)
+        if len(leaves) != len(expected):
+            raise _Refused(f"the recorded call returns {len(leaves)} values, the layer's call {len(expected)}")
+        for leaf, old in zip(leaves, expected):
+            if not isinstance(leaf, _Slot):
+                if id(old) in consumed or not hasattr(leaf, "shape"):
+                    raise _Refused(f"its call returns a {type(leaf).__name__} that does not depend on its inputs")
+                continue
+            new = outputs[leaf.index]
+            if tuple(new.shape) != tuple(old.shape) or str(new.dtype) != str(old.dtype):
+                raise _Refused(
+                    f"the recorded call returns a {tuple(new.shape)} {new.dtype} tensor where the layer returned "
+                    f"{tuple(old.shape)} {old.dtype}"
+                )
+
+
+def inline(model: keras.Model, rules=None) -> Inlining:
+    """Inline the composite layers of ``model`` and report what was inlined and what was not.
+
+    Args:
+        model: a built Functional or Sequential model (never modified; the new model shares its
+            layers and weights, as any Functional model built from its layers would).
+        rules: extra layer rules (a layer with a rule stays whole).
+
+    Returns:
+        An :class:`Inlining`: the new model, the inlined calls by class, the refusals.
+
+    Example:
+        >>> import keras
+        >>> class Branch(keras.layers.Layer):
+        ...     def __init__(self, **kwargs):
+        ...         super().__init__(**kwargs)
+        ...         self.expand = keras.layers.Dense(8, name="expand")
+        ...         self.project = keras.layers.Dense(4, name="project")
+        ...     def call(self, x):
+        ...         return x + self.project(keras.ops.relu(self.expand(x)))
+        >>> x = keras.Input((4,))
+        >>> model = keras.Model(x, Branch(name="branch")(x))
+        >>> result = inline(model)
+        >>> result.inlined, [type(l).__name__ for l in result.model.layers]
+        ({'Branch': 1}, ['InputLayer', 'Functional'])
+        >>> [l.name for l in result.model.get_layer("branch").layers if l.weights]
+        ['expand', 'project']
+    """
+    functional = check_model(model)
+    inliner = _Inliner(rules)
+    new = inliner.functional(functional, prefix="")
+    if new is not None and new.name != model.name:
+        new = keras.Model(_compat.inputs_structure(new), _compat.outputs_structure(new), name=model.name)
+    for layer, refusal in inliner.refused.values():
+        record_refusal(layer, refusal.reason)
+    return Inlining(
+        model=model if new is None else new,
+        inlined=dict(inliner.inlined),
+        refused=tuple(refusal for _, refusal in inliner.refused.values()),
+    )
+
+
+def inline_composites(model: keras.Model, rules=None) -> keras.Model:
+    """``model`` with its composite layers inlined (see the module docstring and :func:`inline`).
+
+    Example:
+        >>> import keras, numpy as np, ridurre
+        >>> class Block(keras.layers.Layer):
+        ...     def __init__(self, **kwargs):
+        ...         super().__init__(**kwargs)
+        ...         self.conv = keras.layers.Conv2D(6, 3, padding="same", name="conv")
+        ...         self.norm = keras.layers.BatchNormalization()
+        ...     def call(self, x, training=None):
+        ...         return keras.ops.relu(self.norm(self.conv(x), training=training))
+        >>> x = keras.Input((8, 8, 3))
+        >>> model = keras.Model(x, keras.layers.Conv2D(2, 1)(Block(name="block")(x)))
+        >>> [g.prunable for g in ridurre.channel_groups(model)]
+        [False, False, False]
+        >>> inlined = inline_composites(model)
+        >>> [(g.producers, g.prunable) for g in ridurre.channel_groups(inlined)][1]
+        (('block/conv',), True)
+        >>> xs = np.random.default_rng(0).normal(size=(2, 8, 8, 3))
+        >>> bool(np.allclose(model.predict(xs, verbose=0), inlined.predict(xs, verbose=0)))
+        True
+    """
+    return inline(model, rules).model
