@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(STAMP): pyproject.toml setup.py
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[tensorflow,jax,test]"
+	$(BIN)/python -m pip install --quiet -e ".[tensorflow,jax,test,hub]"
 	touch $(STAMP)
 
 install: $(STAMP)

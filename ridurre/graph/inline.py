@@ -159,6 +159,7 @@ class _Inliner:
         self.nested = {}  # id(layer) -> (model, output structure, signature)
         self.branches = {}  # id(layer) -> whether its call branches on `training` in Python
         self._composite = {}
+        self._saving = {}  # id(operation) -> why it cannot be saved, or None
         self._path = []
 
     def composite(self, layer) -> bool:
@@ -268,8 +269,16 @@ class _Inliner:
 
         call_args = keras.tree.map_structure(replaced, args)
         call_kwargs = keras.tree.map_structure(replaced, kwargs)
-        inner = [sub for sub in sublayers if self.composite(sub)]
-        with _compat.intercepted_calls(inner, self._intercept):
+        standins = {id(sub): self._standin(sub) for sub in sublayers if not self.composite(sub)}
+        standins = {key: new for key, new in standins.items() if new is not None}
+        intercepted = [sub for sub in sublayers if self.composite(sub) or id(sub) in standins]
+
+        def intercept(sub, sub_args, sub_kwargs, original):
+            if id(sub) in standins:
+                return standins[id(sub)](*sub_args, **sub_kwargs)
+            return self._intercept(sub, sub_args, sub_kwargs, original)
+
+        with _compat.intercepted_calls(intercepted, intercept):
             result = layer.call(*call_args, **call_kwargs)
         outputs, slots = [], {}
 
@@ -301,6 +310,31 @@ class _Inliner:
         finally:
             self._path.pop()
         return original(*args, **kwargs) if outputs is None else outputs
+
+    # -- serialization -----------------------------------------------------------------------
+    def _saving_problem(self, operation):
+        """Why ``operation`` could not be saved and rebuilt from its config, or ``None``."""
+        key = id(operation)
+        if key not in self._saving:
+            try:
+                type(operation).from_config(operation.get_config())
+                self._saving[key] = None
+            except Exception as exc:  # noqa: BLE001 - any failure means: not savable
+                message = str(exc).strip().splitlines()
+                self._saving[key] = f"{type(exc).__name__}: {message[0] if message else ''}"
+        return self._saving[key]
+
+    def _standin(self, layer):
+        """A savable copy of a weightless Keras layer that cannot be saved itself but whose
+        constructor takes only the base Layer arguments (keras-hub builds
+        ``Identity(dtype=<policy>)``), or ``None``: it stands in the recorded graph for the layer."""
+        if layer.weights or _compat.builtin_kind(type(layer)) != "layer" or self._saving_problem(layer) is None:
+            return None
+        parameters = inspect.signature(type(layer).__init__).parameters.values()
+        if any(p.name != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return None
+        policy = layer.dtype_policy
+        return type(layer)(name=layer.name, dtype=getattr(policy, "name", policy), trainable=layer.trainable)
 
     # -- checks ------------------------------------------------------------------------------
     def _training(self, layer, args, kwargs):
@@ -340,8 +374,7 @@ class _Inliner:
             self.branches[key] = keys[0] != keys[1]
         return self.branches[key]
 
-    @staticmethod
-    def _check_calls(layer, calls):
+    def _check_calls(self, layer, calls):
         used = set()
         for call in calls:
             for value in keras.tree.flatten((call.args, call.kwargs or {})):
@@ -353,6 +386,13 @@ class _Inliner:
                     "the graph would only hold while it is built, not when it runs"
                 )
             used.update(id(v) for v in getattr(call.operation, "weights", ()))
+            if not _compat.is_graph_model(call.operation):
+                problem = self._saving_problem(call.operation)
+                if problem is not None:
+                    raise _Refused(
+                        f"{call.operation.name!r} ({type(call.operation).__name__}) in its call cannot be saved "
+                        f"and rebuilt from its config ({problem})"
+                    )
         missing = [v.path for v in layer.weights if id(v) not in used]
         if missing:
             raise _Refused(

@@ -14,6 +14,7 @@ or, for one call only, ``ridurre.channel_groups(model, rules={MyScaleLayer: rule
 
 from ridurre.rules.base import COST_KINDS, ConfigView, LayerRule, PassThroughRule, Unsupported
 from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, SeparableRule
+from ridurre.rules.keras_hub import KERAS_HUB_RULES, PatchEmbeddingRule, RMSNormRule
 from ridurre.rules.merge import ConcatenateRule, DivisionRule, ElementwiseOpRule, MergeRule
 from ridurre.rules.norm import BatchNormRule, GroupNormRule, LayerNormRule
 from ridurre.rules.registry import (
@@ -33,6 +34,7 @@ __all__ = [
     "BUILTIN_LAYER_RULES",
     "BUILTIN_OP_RULES",
     "COST_KINDS",
+    "KERAS_HUB_RULES",
     "RULES",
     "BatchNormRule",
     "ConcatenateRule",
@@ -48,9 +50,11 @@ __all__ = [
     "LayerRule",
     "MergeRule",
     "PassThroughRule",
+    "PatchEmbeddingRule",
     "PermuteRule",
     "PoolingRule",
     "ReshapeRule",
+    "RMSNormRule",
     "RuleSet",
     "SeparableRule",
     "TransposeOpRule",

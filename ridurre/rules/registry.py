@@ -6,7 +6,8 @@ importing Keras: mask mode looks rules up by the class names a saved file record
 
 A layer object is matched, in order, against the rules given for one call
 (``channel_groups(model, rules={MyLayer: rule})``), the rules registered globally with
-:func:`register_rule`, and the built-in table. Classes are matched exactly; subclasses of a
+:func:`register_rule`, and the built-in tables (Keras's layers, and keras-hub's in
+:mod:`ridurre.rules.keras_hub`). Classes are matched exactly; subclasses of a
 registered class (or of a built-in Keras layer) only when asked for (``subclasses=True``), since
 a subclass may change what the layer computes.
 """
@@ -19,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from ridurre import _compat
 from ridurre.rules.base import LayerRule, PassThroughRule
 from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, SeparableRule
+from ridurre.rules.keras_hub import KERAS_HUB_RULES, class_path
 from ridurre.rules.merge import ConcatenateRule, DivisionRule, ElementwiseOpRule, MergeRule
 from ridurre.rules.norm import BatchNormRule, GroupNormRule, LayerNormRule, check_activation, check_softmax_axis
 from ridurre.rules.shape import FlattenRule, PermuteRule, PoolingRule, ReshapeRule, TransposeOpRule
@@ -219,6 +221,8 @@ def _registered_name(cls) -> str | None:
 
 
 def _builtin(cls: type, subclasses: bool) -> LayerRule | None:
+    if cls.__module__.startswith("keras_hub."):  # keras-hub's own layers, matched exactly
+        return KERAS_HUB_RULES.get(class_path(cls))
     for i, base in enumerate(cls.__mro__):
         if i and not subclasses:
             break

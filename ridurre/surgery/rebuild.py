@@ -115,7 +115,7 @@ def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
         if _compat.is_graph_model(layer):
             return clone(layer, plans[id(layer)][1])
         config, weights = plans.get(id(layer), (layer.get_config(), None))
-        new = layer.__class__.from_config(config)
+        new = _from_config(layer.__class__, config)
         if weights:
             weights_for.append((new, weights))
         return new
@@ -176,6 +176,26 @@ def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
         except (ValueError, KeyError) as exc:
             raise RuntimeError(f"could not set the weights of rebuilt layer {new.name!r}: {exc}") from exc
     return new_model
+
+
+def _from_config(cls, config):
+    """``cls.from_config(config)``; when the config lists values the constructor does not take
+    (keras-hub 0.32's ViT and DeiT patch embeddings add their derived ``num_patches`` and
+    ``num_positions``, so even ``keras.models.clone_model`` fails on them), once more without them."""
+    try:
+        return cls.from_config(config)
+    except (TypeError, ValueError) as exc:
+        if "Unrecognized keyword arguments" not in str(exc):
+            raise
+        accepted = set()
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is not None:
+                accepted.update(inspect.signature(init).parameters)
+            if klass is keras.layers.Layer:
+                break
+        accepted |= {"name", "trainable", "dtype", "autocast", "input_dim", "input_shape", "batch_input_shape"}
+        return cls.from_config({k: v for k, v in config.items() if k in accepted})
 
 
 def _accepted_kwargs(layer, kwargs):
