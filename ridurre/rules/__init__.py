@@ -14,7 +14,7 @@ or, for one call only, ``ridurre.channel_groups(model, rules={MyScaleLayer: rule
 
 from ridurre.rules.base import COST_KINDS, ConfigView, LayerRule, PassThroughRule, Unsupported
 from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, SeparableRule
-from ridurre.rules.keras_hub import KERAS_HUB_RULES, PatchEmbeddingRule, RMSNormRule
+from ridurre.rules.keras_hub import KERAS_HUB_RULES, LayerScaleRule, PatchEmbeddingRule, RMSNormRule
 from ridurre.rules.merge import ConcatenateRule, DivisionRule, ElementwiseOpRule, MergeRule
 from ridurre.rules.norm import BatchNormRule, GroupNormRule, LayerNormRule
 from ridurre.rules.registry import (
@@ -48,6 +48,7 @@ __all__ = [
     "GroupNormRule",
     "LayerNormRule",
     "LayerRule",
+    "LayerScaleRule",
     "MergeRule",
     "PassThroughRule",
     "PatchEmbeddingRule",

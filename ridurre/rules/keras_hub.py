@@ -19,7 +19,14 @@ import numpy as np
 
 from ridurre.rules.base import LayerRule, PassThroughRule, Unsupported, channels_last, prod
 
-__all__ = ["KERAS_HUB_RULES", "PatchEmbeddingRule", "RMSNormRule", "class_path"]
+__all__ = [
+    "DERIVED_CONFIG_KEYS",
+    "KERAS_HUB_RULES",
+    "LayerScaleRule",
+    "PatchEmbeddingRule",
+    "RMSNormRule",
+    "class_path",
+]
 
 
 def class_path(cls: type) -> str:
@@ -52,6 +59,28 @@ class RMSNormRule(PassThroughRule):
             saved_weights=(("scale", None),),
         )
         self.offset = float(offset)
+
+
+class LayerScaleRule(PassThroughRule):
+    """A learned per-channel scale (``x * gamma``) whose config records the number of channels.
+
+    Example:
+        >>> rule = LayerScaleRule("lambda1", size_key="hidden_dim")
+        >>> keep = np.array([1, 0, 1], bool)
+        >>> config, weights = rule.slice(None, {"hidden_dim": 3}, {"lambda1": np.ones(3)}, None, keep)
+        >>> config["hidden_dim"], weights["lambda1"].shape
+        (2, (2,))
+    """
+
+    def __init__(self, weight: str, size_key: str | None = None):
+        super().__init__(per_channel_weights=(weight,), zero_to={weight: 0.0}, cost="elementwise")
+        self.size_key = size_key
+
+    def slice(self, layer, config, weights, in_keep, out_keep):
+        config, weights = super().slice(layer, config, weights, in_keep, out_keep)
+        if out_keep is not None and self.size_key is not None:
+            config = {**config, self.size_key: int(np.count_nonzero(out_keep))}
+        return config, weights
 
 
 class PatchEmbeddingRule(LayerRule):
@@ -127,9 +156,7 @@ _LAYERS = "keras_hub.src.layers.modeling"
 KERAS_HUB_RULES: dict[str, LayerRule] = {
     f"{_MODELS}.llama.llama_layernorm.LlamaLayerNorm": RMSNormRule(),
     f"{_MODELS}.gemma.rms_normalization.RMSNormalization": RMSNormRule(offset=1.0),
-    f"{_MODELS}.dinov2.dinov2_layers.DINOV2LayerScale": PassThroughRule(
-        per_channel_weights=("lambda1",), zero_to={"lambda1": 0.0}, cost="elementwise"
-    ),
+    f"{_MODELS}.dinov2.dinov2_layers.DINOV2LayerScale": LayerScaleRule("lambda1", size_key="hidden_dim"),
     f"{_MODELS}.mit.mit_layers.DropPath": PassThroughRule(cost="free"),
     f"{_LAYERS}.position_embedding.PositionEmbedding": PassThroughRule(
         per_channel_weights=("embeddings",), zero_to={"embeddings": 0.0}, cost="free"
@@ -139,3 +166,11 @@ KERAS_HUB_RULES: dict[str, LayerRule] = {
     f"{_MODELS}.dinov2.dinov2_layers.DINOV2Embedding": PatchEmbeddingRule(),
 }
 """Rules of keras-hub layers, by :func:`class_path`."""
+
+DERIVED_CONFIG_KEYS: dict[str, tuple] = {
+    f"{_MODELS}.vit.vit_layers.ViTPatchingAndEmbedding": ("num_patches", "num_positions"),
+    f"{_MODELS}.deit.deit_layers.DeiTEmbeddings": ("num_patches", "num_positions"),
+}
+"""keras-hub 0.32 layers whose ``get_config()`` lists values derived from the others, which their
+constructor refuses (so even ``keras.models.clone_model`` fails on them): the rebuild and
+:func:`ridurre.zoo.keras_hub.custom_objects` leave these keys out."""

@@ -13,6 +13,7 @@ import numpy as np
 
 from ridurre import _compat
 from ridurre.graph import layer_weights, set_layer_weights, weight_names
+from ridurre.rules.keras_hub import DERIVED_CONFIG_KEYS, class_path
 
 __all__ = ["plan_layers", "rebuild"]
 
@@ -179,23 +180,20 @@ def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
 
 
 def _from_config(cls, config):
-    """``cls.from_config(config)``; when the config lists values the constructor does not take
-    (keras-hub 0.32's ViT and DeiT patch embeddings add their derived ``num_patches`` and
-    ``num_positions``, so even ``keras.models.clone_model`` fails on them), once more without them."""
+    """``cls.from_config(config)``, leaving out the derived values some keras-hub layers list in
+    their config but refuse in their constructor (:data:`ridurre.rules.keras_hub.DERIVED_CONFIG_KEYS`).
+
+    Raises:
+        RuntimeError: the layer cannot be rebuilt from its own config (naming it and why).
+    """
+    derived = DERIVED_CONFIG_KEYS.get(class_path(cls), ())
     try:
-        return cls.from_config(config)
+        return cls.from_config({k: v for k, v in config.items() if k not in derived})
     except (TypeError, ValueError) as exc:
-        if "Unrecognized keyword arguments" not in str(exc):
-            raise
-        accepted = set()
-        for klass in cls.__mro__:
-            init = klass.__dict__.get("__init__")
-            if init is not None:
-                accepted.update(inspect.signature(init).parameters)
-            if klass is keras.layers.Layer:
-                break
-        accepted |= {"name", "trainable", "dtype", "autocast", "input_dim", "input_shape", "batch_input_shape"}
-        return cls.from_config({k: v for k, v in config.items() if k in accepted})
+        raise RuntimeError(
+            f"layer {config.get('name')!r} ({cls.__name__}) cannot be rebuilt from its own config, so no pruned "
+            f"copy of the model can be built: {str(exc).strip().splitlines()[-1]}"
+        ) from exc
 
 
 def _accepted_kwargs(layer, kwargs):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ridurre import _compat
+from ridurre.rules.keras_hub import DERIVED_CONFIG_KEYS
 
 __all__ = ["HUB_ZOO", "TEXT_MODELS", "custom_objects", "hub_backbone", "hub_classifier", "hub_inputs"]
 
@@ -265,13 +266,6 @@ def hub_inputs(model, batch: int = 2, sequence_length: int = 8, seed: int = 0):
     return keras.tree.pack_sequence_as(structure, values)
 
 
-# keras-hub 0.32 classes whose get_config() lists derived values their constructor refuses
-_DERIVED_CONFIG_KEYS = {
-    ("keras_hub.src.models.vit.vit_layers", "ViTPatchingAndEmbedding"): ("num_patches", "num_positions"),
-    ("keras_hub.src.models.deit.deit_layers", "DeiTEmbeddings"): ("num_patches", "num_positions"),
-}
-
-
 def custom_objects() -> dict:
     """``custom_objects`` for ``keras.models.load_model`` of a saved model that holds keras-hub
     layers whose saved config their own ``from_config`` refuses (keras-hub 0.32's ViT and DeiT
@@ -286,7 +280,8 @@ def custom_objects() -> dict:
 
     _keras_hub()
     objects = {}
-    for (module, name), derived in _DERIVED_CONFIG_KEYS.items():
+    for path, derived in DERIVED_CONFIG_KEYS.items():
+        module, name = path.rsplit(".", 1)
         try:
             base = getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError):  # another keras-hub version: nothing to work around
