@@ -159,6 +159,10 @@ class BasePruning:
             and that values are finite (``"exact"`` also compares with the zeroed model).
         evaluate_fn: optional ``fn(model) -> float`` logged as the metric after each finetune.
         rules: extra layer rules (see :mod:`ridurre.rules`) for the layers of this model.
+        inline_composites: first replace the composite layers of the model (subclassed layers
+            made of other layers, such as keras-hub's blocks) by the layers of their ``call``
+            (:func:`ridurre.graph.inline_composites`), so that their inner channels are pruned
+            too; the pruned model is then a Functional model without those classes.
     """
 
     criterion = None
@@ -192,6 +196,7 @@ class BasePruning:
         verify=True,
         evaluate_fn=None,
         rules=None,
+        inline_composites=True,
     ):
         if args:
             nb_trained_for_epochs, maximum_prune_iterations, maximum_pruning_percent = _legacy_positional(
@@ -243,6 +248,7 @@ class BasePruning:
         self._verify = verify
         self._evaluate_fn = check_callable(evaluate_fn, "evaluate_fn", "fn(model) -> float")
         self._rules = rules
+        self._inline = bool(inline_composites)
         self._prune_bins = None
         spec = criterion if criterion is not None else type(self).criterion
         self._criterion = None if spec is None else make_criterion(spec, **(criterion_options or {}))
@@ -334,6 +340,7 @@ class BasePruning:
     def score_groups(self, model: keras.Model) -> list:
         """``[(group, scores)]`` of the eligible groups of ``model`` by this method's criterion
         (what the first iteration ranks; groups the criterion cannot score are left out)."""
+        model = self._inlined(model)
         trace = _graph.trace_model(model, rules=self._rules)
         recorder = ActivationRecorder(model, trace)
         out = []
@@ -370,6 +377,7 @@ class BasePruning:
         check_callable(prune_factor_scheduler_fn, "prune_factor_scheduler_fn", "fn(factor, iteration) -> factor")
         self._custom_objects = custom_objects_inside_model
         self._cache = None
+        given, model = model, self._inlined(model)
         original = self._trace(model)
         self._original_channels = _producer_channels(original)
         self._original_filters = _prunable_filters(original)
@@ -424,9 +432,18 @@ class BasePruning:
                 logger.info("pruning limit reached after iteration %d", iteration)
                 break
             iteration += 1
-        return model, self._current_nb_of_epochs
+        return (model if self.history else given), self._current_nb_of_epochs
 
     # -- one step ----------------------------------------------------------------------------
+    def _inlined(self, model):
+        """``model`` with its composite layers inlined (when asked for), the refusals logged."""
+        if not self._inline:
+            return model
+        result = _graph.inline(model, self._rules)
+        for refusal in result.refused:
+            logger.info("composite layer %s (%s) kept whole: %s", refusal.path, refusal.layer_class, refusal.reason)
+        return result.model
+
     def _trace(self, model):
         """The trace of ``model``, reused when the last step already traced it."""
         if self._cache is None or self._cache[0] is not model:

@@ -205,3 +205,18 @@ def test_the_given_model_is_never_changed(rng):
 def test_bad_input():
     with pytest.raises(TypeError, match="keras.Model"):
         inline_composites("model")
+
+
+def test_the_loop_inlines_composites_and_prunes_inside_them():
+    model = randomize_weights(_sequence_model(), 6)
+
+    def compile_fn(m):
+        m.compile(optimizer="adam", loss="mse")
+
+    options = dict(pruning_factor=0.25, maximum_prune_iterations=1)
+    pruned, _ = ridurre.Pruner("l1", compile_fn, **options).run_pruning(model)
+    assert pruned.count_params() < model.count_params()
+    assert pruned.get_layer("stack").get_layer("block_0").get_layer("expand").units < 16
+    assert model.get_layer("stack").blocks[0].expand.units == 16  # the given model is untouched
+    kept, _ = ridurre.Pruner("l1", compile_fn, inline_composites=False, **options).run_pruning(model)
+    assert kept is model  # nothing prunable without inlining: the given model comes back
