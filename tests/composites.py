@@ -140,8 +140,10 @@ class EagerOp(keras.layers.Layer):
         return self.dense(ops.convert_to_numpy(x))
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class BatchReshape(keras.layers.Layer):
-    """Reshapes with the batch size read from the tensor (``None`` while building the graph)."""
+    """Reshapes with the batch size read from the tensor (``None`` while building the graph),
+    as keras-hub's MiT layers do: recorded at two sizes, it becomes a batch-preserving Reshape."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -169,3 +171,16 @@ class ConstantLookup(keras.layers.Layer):
 
     def call(self, x):
         return self.dense(x) + self.positions(ops.arange(4))
+
+
+class CausalMix(keras.layers.Layer):
+    """Builds a causal mask from the sequence length, as keras-hub's decoder blocks do."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(4)
+
+    def call(self, x):
+        n = ops.shape(x)[1]
+        mask = ops.tril(ops.ones((n, n)))
+        return self.dense(ops.matmul(mask, x))

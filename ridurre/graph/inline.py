@@ -32,6 +32,20 @@ import numpy as np
 
 from ridurre import _compat
 from ridurre import rules as _rules
+from ridurre.graph._recording import (
+    SIZES,
+    Refused,
+    Slot,
+    all_sublayers,
+    call_signature,
+    operation_config,
+    result_slots,
+    size_free,
+    sized_shape,
+    structure_key,
+    symbolic_leaves,
+    unknown_dimension,
+)
 from ridurre.graph.composite import is_composite, record_refusal
 from ridurre.graph.trace import check_model
 
@@ -61,94 +75,6 @@ class Inlining:
     model: keras.Model
     inlined: dict = field(default_factory=dict)
     refused: tuple = ()
-
-
-class _Refused(Exception):
-    pass
-
-
-class _Slot:
-    """Position of a tensor among a recorded call's flat outputs (the rest of the structure is kept)."""
-
-    def __init__(self, index):
-        self.index = index
-
-
-def _symbolic_leaves(structure) -> list:
-    """The distinct symbolic tensors in a nested structure, in order."""
-    seen, found = set(), []
-    for leaf in keras.tree.flatten(structure):
-        if _compat.is_symbolic(leaf) and id(leaf) not in seen:
-            seen.add(id(leaf))
-            found.append(leaf)
-    return found
-
-
-def _fingerprint(value):
-    """What identifies a call argument: a tensor's spec, a constant's value."""
-    if _compat.is_symbolic(value):
-        return ("tensor", tuple(value.shape), str(value.dtype))
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, keras.Variable):
-        return ("variable", value.path)
-    if hasattr(value, "shape") and hasattr(value, "dtype"):
-        array = np.asarray(value)
-        return ("array", array.shape, str(array.dtype), hash(array.tobytes()))
-    return type(value).__name__
-
-
-def _unknown_dimension(value) -> bool:
-    """True when a call argument holds a shape with an unknown dimension (``(None, 8, 8, 16)``)."""
-    if isinstance(value, (list, tuple)):
-        if any(v is None for v in value) and any(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            return True
-        return any(_unknown_dimension(v) for v in value)
-    if isinstance(value, dict):
-        return any(_unknown_dimension(v) for v in value.values())
-    return False
-
-
-def _operation_config(operation) -> dict:
-    """The constructor arguments of a raw ``keras.ops`` operation (``Reshape(newshape)``), else ``{}``."""
-    if isinstance(operation, keras.layers.Layer):
-        return {}
-    try:
-        return operation.get_config()
-    except Exception:  # noqa: BLE001 - an operation without a config has no constants to check
-        return {}
-
-
-def _signature(args, kwargs):
-    return repr(keras.tree.map_structure(_fingerprint, (args, kwargs)))
-
-
-def _all_sublayers(layer) -> list:
-    found, stack, seen = [], list(_compat.sublayers(layer)), set()
-    while stack:
-        sub = stack.pop()
-        if id(sub) in seen:
-            continue
-        seen.add(id(sub))
-        found.append(sub)
-        stack.extend(_compat.sublayers(sub))
-    return found
-
-
-def _structure_key(calls) -> list:
-    """The shape of a recorded graph, for comparing two recordings of one call."""
-    key = []
-    for call in calls:
-        op = call.operation
-        name = op.name if isinstance(op, keras.layers.Layer) else type(op).__name__
-        constants = [_fingerprint(v) for v in keras.tree.flatten(call.args) if not _compat.is_symbolic(v)]
-        constants += [
-            (k, repr(keras.tree.map_structure(_fingerprint, v)))
-            for k, v in sorted((call.kwargs or {}).items())
-            if k != "training"
-        ]
-        key.append((name, len(call.inputs), repr(constants)))
-    return key
 
 
 class _Inliner:
@@ -215,50 +141,65 @@ class _Inliner:
             return None
         try:
             model, structure = self._nested_model(layer, args, kwargs, expected)
-        except _Refused as exc:
+        except Refused as exc:
             self.refused[id(layer)] = (layer, Refusal(self._path[-1], type(layer).__name__, str(exc)))
             return None
         self.inlined[type(layer).__name__] += 1
-        outputs = model(_symbolic_leaves((args, kwargs)))
-        return keras.tree.map_structure(lambda v: outputs[v.index] if isinstance(v, _Slot) else v, structure)
+        outputs = model(symbolic_leaves((args, kwargs)))
+        return keras.tree.map_structure(lambda v: outputs[v.index] if isinstance(v, Slot) else v, structure)
 
     def _nested_model(self, layer, args, kwargs, expected):
-        signature = _signature(args, kwargs)
+        signature = call_signature(args, kwargs)
         cached = self.nested.get(id(layer))
         if cached is not None:
             model, structure, first = cached
             if first != signature:
-                raise _Refused("it is called more than once, with different arguments")
+                raise Refused("it is called more than once, with different arguments")
             return model, structure
-        for tensor in _symbolic_leaves((args, kwargs)) + list(expected[0] if expected else ()):
+        for tensor in symbolic_leaves((args, kwargs)) + list(expected[0] if expected else ()):
             if _compat.keras_mask(tensor) is not None:
-                raise _Refused("a Keras mask travels with its inputs or outputs; inlining would not pass it on")
+                raise Refused("a Keras mask travels with its inputs or outputs; inlining would not pass it on")
         kwargs = self._training(layer, args, kwargs)
-        sublayers = _all_sublayers(layer)
+        sublayers = all_sublayers(layer)
+        try:
+            model, structure = self._attempt(layer, args, kwargs, sublayers, expected, self._record)
+        except Refused as first:
+            if not first.unknown_size or not any(None in t.shape for t in symbolic_leaves((args, kwargs))):
+                raise
+            try:  # record it at two batch and sequence sizes, and keep what does not depend on them
+                model, structure = self._attempt(layer, args, kwargs, sublayers, expected, self._record_sized)
+            except Refused as second:
+                raise Refused(f"{first}; recorded at two sizes: {second}") from None
+        self.nested[id(layer)] = (model, structure, signature)
+        return model, structure
+
+    def _attempt(self, layer, args, kwargs, sublayers, expected, record):
+        """Record ``layer``'s call with ``record``; on failure, forget every graph node the
+        attempt left in the sublayers and raise :class:`Refused` with the reason."""
         counts = _compat.node_counts(sublayers)
         known = set(self.nested)
         try:
-            inputs, outputs, structure = self._record(layer, args, kwargs, sublayers)
+            inputs, outputs, structure = record(layer, args, kwargs, sublayers)
             if expected is not None:
                 self._check_outputs(outputs, structure, *expected)
-            model = keras.Model(inputs, outputs, name=layer.name)
+            return keras.Model(inputs, outputs, name=layer.name), structure
         except Exception as exc:
             _compat.forget_nodes(counts)
             for key in set(self.nested) - known:  # nested models recorded by the abandoned trace
                 del self.nested[key]
-            if isinstance(exc, _Refused):
+            if isinstance(exc, Refused):
                 raise
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            hint = " - it computes with an unknown (batch or sequence) dimension" if "None" in message else ""
-            raise _Refused(
-                f"its call cannot be traced on symbolic tensors ({type(exc).__name__}: {message}){hint}"
+            unknown = "None" in message
+            hint = " - it computes with an unknown (batch or sequence) dimension" if unknown else ""
+            raise Refused(
+                f"its call cannot be traced on symbolic tensors ({type(exc).__name__}: {message}){hint}",
+                unknown_size=unknown,
             ) from exc
-        self.nested[id(layer)] = (model, structure, signature)
-        return model, structure
 
     def _record(self, layer, args, kwargs, sublayers):
         """Call ``layer.call`` on fresh symbolic inputs, inlining the composites inside it too."""
-        originals = _symbolic_leaves((args, kwargs))
+        originals = symbolic_leaves((args, kwargs))
         fresh = {id(t): keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype) for t in originals}
         inputs = [fresh[id(t)] for t in originals]
 
@@ -280,29 +221,82 @@ class _Inliner:
 
         with _compat.intercepted_calls(intercepted, intercept):
             result = layer.call(*call_args, **call_kwargs)
-        outputs, slots = [], {}
-
-        def slot(value):
-            if _compat.is_symbolic(value):
-                if id(value) not in slots:
-                    slots[id(value)] = _Slot(len(outputs))
-                    outputs.append(value)
-                return slots[id(value)]
-            return value  # None, a number or a constant tensor: returned as the call returned it
-
-        structure = keras.tree.map_structure(slot, result)
-        if not outputs:
-            raise _Refused("its call returns no symbolic tensor")
+        outputs, structure = result_slots(result)
         try:
             calls = _compat.calls_between(inputs, outputs)
         except ValueError as exc:
-            raise _Refused(str(exc)) from exc
+            raise Refused(str(exc)) from exc
         self._check_calls(layer, calls)
         return inputs, outputs, structure
 
+    def _record_sized(self, layer, args, kwargs, sublayers):
+        """Record ``layer.call`` twice on inputs whose unknown dimensions are given sizes
+        (:data:`SIZES`), its inner composites left whole; keep the graph if the two recordings
+        differ only where a ``Reshape`` keeps the batch axis (rewritten as a batch-preserving
+        ``keras.layers.Reshape``), then replay it on inputs of unknown sizes, inlining the inner
+        composites there. When every input is floating, the result is checked against the
+        layer's own call on random inputs."""
+        originals = symbolic_leaves((args, kwargs))
+        standins = {id(sub): self._standin(sub) for sub in sublayers if not self.composite(sub)}
+        standins = {key: new for key, new in standins.items() if new is not None}
+        counts = _compat.node_counts(sublayers)
+        recordings = []
+        for sizes in SIZES:
+            sized = {id(t): keras.Input(batch_shape=sized_shape(t.shape, sizes), dtype=t.dtype) for t in originals}
+
+            def replaced(value, sized=sized):
+                return _compat.convert_call_input(layer, sized[id(value)]) if _compat.is_symbolic(value) else value
+
+            intercepted = [sub for sub in sublayers if id(sub) in standins]
+            call_args, call_kwargs = keras.tree.map_structure(replaced, (args, kwargs))
+            with _compat.intercepted_calls(intercepted, lambda sub, a, k, _: standins[id(sub)](*a, **k)):
+                result = layer.call(*call_args, **call_kwargs)
+            outputs, structure = result_slots(result)
+            inputs = [sized[id(t)] for t in originals]
+            recordings.append((list(_compat.calls_between(inputs, outputs)), inputs, outputs, structure))
+        _compat.forget_nodes(counts)  # the recordings are read; only the replay below stays in the layers
+        (calls, inputs, outputs, structure), (other, *_) = recordings
+        replacements = size_free(calls, other)
+        fresh = [keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype) for t in originals]
+        mapping = {id(a): b for a, b in zip(inputs, fresh)}
+
+        def mapped(value):
+            return mapping.get(id(value), value) if _compat.is_symbolic(value) else value
+
+        for index, call in enumerate(calls):
+            op = replacements.get(index, call.operation)
+            call_args = keras.tree.map_structure(mapped, call.args)
+            call_kwargs = keras.tree.map_structure(mapped, call.kwargs or {})
+            new = None
+            if isinstance(op, keras.layers.Layer) and self.composite(op):
+                new = self._intercept(op, call_args, call_kwargs, lambda *a, op=op, **k: op(*a, **k))
+            else:
+                new = op(*call_args, **call_kwargs)
+            for old, value in zip(call.outputs, keras.tree.flatten(new)):
+                mapping[id(old)] = value
+        outputs = [mapping[id(t)] for t in outputs]
+        self._check_calls(layer, _compat.calls_between(fresh, outputs))
+        self._check_numerically(layer, args, kwargs, fresh, outputs, structure)
+        return fresh, outputs, structure
+
+    def _check_numerically(self, layer, args, kwargs, inputs, outputs, structure):
+        originals = symbolic_leaves((args, kwargs))
+        if not all("float" in str(t.dtype) for t in originals):
+            return
+        rng = np.random.default_rng(0)
+        values = {id(t): rng.normal(size=sized_shape(t.shape, SIZES[0])).astype(str(t.dtype)) for t in originals}
+        concrete = keras.tree.map_structure(lambda v: values[id(v)] if _compat.is_symbolic(v) else v, (args, kwargs))
+        expected = [v for v in keras.tree.flatten(layer(*concrete[0], **concrete[1])) if hasattr(v, "shape")]
+        got = keras.tree.flatten(keras.Model(inputs, outputs)([values[id(t)] for t in originals]))
+        slots = [v for v in keras.tree.flatten(structure) if isinstance(v, Slot)]
+        for value, slot in zip(expected, slots):
+            a, b = np.asarray(got[slot.index]), np.asarray(value)
+            if a.shape != b.shape or not np.allclose(a, b, rtol=1e-4, atol=1e-5):
+                raise Refused("the graph recorded at two sizes does not reproduce the layer's output")
+
     def _intercept(self, layer, args, kwargs, original):
         """A composite called inside another composite's call: inline it too when possible."""
-        if not _symbolic_leaves((args, kwargs)):
+        if not symbolic_leaves((args, kwargs)):
             return original(*args, **kwargs)
         self._path.append(f"{self._path[-1]}/{layer.name}")
         try:
@@ -349,22 +343,27 @@ class _Inliner:
         if "training" not in parameters or bound.get("training") is not None:
             return kwargs
         if self._branches_on_training(layer, args, kwargs):
-            raise _Refused("its call branches on `training` in Python, so no single graph stands for it")
+            raise Refused("its call branches on `training` in Python, so no single graph stands for it")
         return {**kwargs, "training": None}
 
     def _branches_on_training(self, layer, args, kwargs):
         key = id(layer)
         if key not in self.branches:
-            sublayers = _all_sublayers(layer)
+            sublayers = all_sublayers(layer)
             counts = _compat.node_counts(sublayers)
             saved = dict(self.nested), dict(self.refused), Counter(self.inlined), list(self._path)
             keys = []
             try:
                 for phase in (True, False):
                     self.nested = dict(saved[0])  # each phase records its own nested models
-                    inputs, outputs, _ = self._record(layer, args, {**kwargs, "training": phase}, sublayers)
-                    keys.append(_structure_key(_compat.calls_between(inputs, outputs)))
-            except _Refused:
+                    phase_kwargs = {**kwargs, "training": phase}
+                    try:
+                        inputs, outputs, _ = self._record(layer, args, phase_kwargs, sublayers)
+                    except Exception:  # noqa: BLE001 - the recording at two sizes may still work
+                        _compat.forget_nodes(counts)
+                        inputs, outputs, _ = self._record_sized(layer, args, phase_kwargs, sublayers)
+                    keys.append(structure_key(_compat.calls_between(inputs, outputs)))
+            except Refused:
                 keys = [0, 0]  # not traceable either way: the real recording will say why
             except Exception:  # noqa: BLE001 - same: the real recording reports the error
                 keys = [0, 0]
@@ -379,23 +378,24 @@ class _Inliner:
         for call in calls:
             for value in keras.tree.flatten((call.args, call.kwargs or {})):
                 if isinstance(value, keras.Variable):
-                    raise _Refused(f"its call reads the variable {value.path!r} outside a layer call")
-            if _unknown_dimension((call.args, call.kwargs, _operation_config(call.operation))):
-                raise _Refused(
+                    raise Refused(f"its call reads the variable {value.path!r} outside a layer call")
+            if unknown_dimension((call.args, call.kwargs, operation_config(call.operation))):
+                raise Refused(
                     f"its call passes an unknown (batch or sequence) dimension to {type(call.operation).__name__}: "
-                    "the graph would only hold while it is built, not when it runs"
+                    "the graph would only hold while it is built, not when it runs",
+                    unknown_size=True,
                 )
             used.update(id(v) for v in getattr(call.operation, "weights", ()))
             if not _compat.is_graph_model(call.operation):
                 problem = self._saving_problem(call.operation)
                 if problem is not None:
-                    raise _Refused(
+                    raise Refused(
                         f"{call.operation.name!r} ({type(call.operation).__name__}) in its call cannot be saved "
                         f"and rebuilt from its config ({problem})"
                     )
         missing = [v.path for v in layer.weights if id(v) not in used]
         if missing:
-            raise _Refused(
+            raise Refused(
                 f"the recorded graph does not use its weights {missing[:3]}{' ...' if len(missing) > 3 else ''} "
                 "(a sublayer called on a constant, or weights the call leaves unused)"
             )
@@ -404,15 +404,15 @@ class _Inliner:
     def _check_outputs(outputs, structure, expected, consumed):
         leaves = keras.tree.flatten(structure)
         if len(leaves) != len(expected):
-            raise _Refused(f"the recorded call returns {len(leaves)} values, the layer's call {len(expected)}")
+            raise Refused(f"the recorded call returns {len(leaves)} values, the layer's call {len(expected)}")
         for leaf, old in zip(leaves, expected):
-            if not isinstance(leaf, _Slot):
+            if not isinstance(leaf, Slot):
                 if id(old) in consumed or not hasattr(leaf, "shape"):
-                    raise _Refused(f"its call returns a {type(leaf).__name__} that does not depend on its inputs")
+                    raise Refused(f"its call returns a {type(leaf).__name__} that does not depend on its inputs")
                 continue
             new = outputs[leaf.index]
             if tuple(new.shape) != tuple(old.shape) or str(new.dtype) != str(old.dtype):
-                raise _Refused(
+                raise Refused(
                     f"the recorded call returns a {tuple(new.shape)} {new.dtype} tensor where the layer returned "
                     f"{tuple(old.shape)} {old.dtype}"
                 )

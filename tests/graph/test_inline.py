@@ -36,6 +36,8 @@ def _sequence_model(rate=0.0):
 
 
 def _single(layer, shape=(4,)):
+    if isinstance(layer, C.CausalMix):
+        shape = (None, 4)
     x = keras.Input(shape)
     return keras.Model(x, keras.layers.Dense(3, name="head")(layer(x)))
 
@@ -136,7 +138,7 @@ REFUSED = [
     (C.TrainingBranch, "branches on `training` in Python"),
     (C.OwnScale, "reads the variable"),
     (C.ConstantLookup, "does not use its weights"),
-    (C.BatchReshape, "unknown (batch or sequence) dimension"),
+    (C.CausalMix, "depend on the batch or sequence size"),
 ]
 
 
@@ -220,3 +222,19 @@ def test_the_loop_inlines_composites_and_prunes_inside_them():
     assert model.get_layer("stack").blocks[0].expand.units == 16  # the given model is untouched
     kept, _ = ridurre.Pruner("l1", compile_fn, inline_composites=False, **options).run_pruning(model)
     assert kept is model  # nothing prunable without inlining: the given model comes back
+
+
+def test_a_reshape_by_the_batch_size_becomes_a_batch_preserving_reshape(tmp_path, rng):
+    x = keras.Input((4,))
+    h = C.BatchReshape(name="reshape_by_batch")(keras.layers.Dense(4, name="stem")(x))
+    model = randomize_weights(keras.Model(x, keras.layers.Dense(3, name="head")(keras.layers.Flatten()(h))), 2)
+    result = inline(model)
+    assert result.refused == () and result.inlined == {"BatchReshape": 1}
+    nested = result.model.get_layer("reshape_by_batch")
+    assert [type(lay).__name__ for lay in nested.layers] == ["InputLayer", "Dense", "Reshape"]
+    for batch in (1, 3, 6):
+        xs = rng.normal(size=(batch, 4)).astype("float32")
+        _close(model(xs), result.model(xs))
+    result.model.save(tmp_path / "reshaped.keras")
+    loaded = keras.models.load_model(tmp_path / "reshaped.keras")
+    _close(loaded(xs), model(xs))

@@ -7,9 +7,7 @@ that ``channel_groups`` finds prunable after inlining is at least what it was be
 least the floor measured when this test was written (it only rises as rules are added); random
 channels of a few sampled groups, then ~30 % of every prunable group in ONE surgery, give the
 output of the zeroed original (structure only where a LayerNormalization or an RMS norm mixes
-the pruned channels); the pruned model saves and loads back with the same outputs. keras-hub 0.32's MiT layers cannot be
-rebuilt from their own configs, so no pruned MiT or SegFormer can be built: the test checks that
-the surgeon says so.
+the pruned channels); the pruned model saves and loads back with the same outputs.
 
 The default run covers four backbones with composite layers; the others are marked ``slow``.
 """
@@ -44,17 +42,14 @@ REACH_FLOOR = {
     "vit": 0.8,
     "deit": 0.8,
     "dinov2": 0.8,
-    "mit": 0.0,
-    "segformer": 0.1,
+    "mit": 0.27,
+    "segformer": 0.26,
     "bert": 0.71,
     "gpt2": 0.0,
     "llama": 0.0,
     "gemma": 0.0,
 }
 MIXING = (LayerNormRule, RMSNormRule, GroupNormRule)
-# keras-hub 0.32's MiT layers (HierarchicalTransformerEncoder, SegFormerMultiheadAttention) write
-# configs their own from_config refuses: no copy of a model holding them can be built
-UNREBUILDABLE = {"mit", "segformer"}
 
 
 def _randomized(model, seed):
@@ -129,11 +124,6 @@ def test_keras_hub_backbone(name, tmp_path):
     assert share >= REACH_FLOOR[name] - 1e-9, f"{name}: {share:.3f} of internal channels prunable"
     prunable = [g for g in groups if g.prunable and g.size > 1]
     if not prunable:
-        return
-
-    if name in UNREBUILDABLE:
-        with pytest.raises(RuntimeError, match="cannot be rebuilt from its own config"):
-            _surgery(new, trace, [(prunable[0], [0])])
         return
 
     sampled = [prunable[i] for i in rng.choice(len(prunable), size=min(3, len(prunable)), replace=False)]
