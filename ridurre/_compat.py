@@ -31,6 +31,7 @@ __all__ = [
     "inputs_structure",
     "node_counts",
     "outputs_structure",
+    "producer",
     "sublayers",
 ]
 
@@ -110,6 +111,11 @@ def layer_calls(layer) -> list[Call]:
 def is_symbolic(value) -> bool:
     """True for a symbolic tensor of a Functional graph."""
     return hasattr(value, "_keras_history")
+
+
+def producer(tensor) -> Any:
+    """The layer or operation whose call produced a symbolic tensor (an ``InputLayer`` for inputs)."""
+    return tensor._keras_history.operation
 
 
 def input_name(tensor) -> str:

@@ -184,3 +184,32 @@ class CausalMix(keras.layers.Layer):
         n = ops.shape(x)[1]
         mask = ops.tril(ops.ones((n, n)))
         return self.dense(ops.matmul(mask, x))
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class CausalSelfAttention(keras.layers.Layer):
+    """Single-head causal self-attention whose mask is built from ``ops.shape(x)``, as keras-hub's
+    decoder blocks build theirs: recorded at two sizes, the mask becomes a CausalMask layer."""
+
+    def __init__(self, units=4, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.query = keras.layers.Dense(units, name="query")
+        self.key = keras.layers.Dense(units, name="key")
+        self.value = keras.layers.Dense(units, name="value")
+
+    def build(self, input_shape):
+        for dense in (self.query, self.key, self.value):
+            dense.build(input_shape)
+
+    def call(self, x):
+        batch, length = ops.shape(x)[0], ops.shape(x)[1]
+        positions = ops.arange(length)
+        mask = ops.expand_dims(ops.expand_dims(positions, 1) >= ops.expand_dims(positions, 0), 0)
+        mask = ops.broadcast_to(mask, (batch, length, length))
+        scores = ops.matmul(self.query(x), ops.transpose(self.key(x), (0, 2, 1)))
+        scores = ops.where(mask, scores, -1e9)
+        return ops.matmul(ops.softmax(scores, axis=-1), self.value(x))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}

@@ -82,32 +82,70 @@ def result_slots(result):
     return outputs, structure
 
 
-def size_free(calls, other) -> dict:
+def size_free(calls, other, kinds=None, other_kinds=None) -> dict:
     """Compare two recordings of one call at the two :data:`SIZES`: ``{index: replacement}``
-    for the calls that depend on the sizes but can do without them (a ``Reshape`` whose target
-    starts with the batch size becomes a batch-preserving ``keras.layers.Reshape``).
+    for the calls that depend on the sizes but can do without them. A raw ``reshape`` whose
+    target starts with the batch size is replaced by a batch-preserving ``keras.layers.Reshape``
+    (the replacement is that layer); a constant argument that is the causal mask of the sequence
+    at both sizes (keras-hub's decoder blocks) is to be computed by
+    :class:`ridurre.graph.layers.CausalMask` (the replacement is ``{argument position: dtype}``).
+
+    ``kinds`` and ``other_kinds`` name, call by call, the inner composite a call of a nested
+    model was recorded from (``None`` for other calls): such calls are compared by that name.
 
     Raises:
         Refused: the recordings differ in structure, or a call depends on the sizes otherwise.
     """
-    if [_kind(c) for c in calls] != [_kind(c) for c in other]:
+    kinds = kinds or [None] * len(calls)
+    other_kinds = other_kinds or [None] * len(other)
+    if [k or _kind(c) for c, k in zip(calls, kinds)] != [k or _kind(c) for c, k in zip(other, other_kinds)]:
         raise Refused("its graph changes with the batch or sequence size")
     replacements = {}
     for index, (call, again) in enumerate(zip(calls, other)):
+        if kinds[index] is not None:  # an inner composite: recorded again on unknown sizes
+            continue
         constants = [_constants(c) for c in (call, again)]
         configs = [operation_config(c.operation) for c in (call, again)]
         for config in configs:
             config.pop("name", None)
         if constants[0] == constants[1] and configs[0] == configs[1]:
             continue
-        target = _batch_reshape(call, again) if constants[0] == constants[1] else None
-        if target is None:
+        if constants[0] == constants[1]:
+            target = _batch_reshape(call, again)
+            replacement = None if target is None else keras.layers.Reshape(target)
+        else:
+            replacement = _causal_masks(call, again) if configs[0] == configs[1] else None
+        if replacement is None:
             raise Refused(
                 f"its call gives {type(call.operation).__name__} values that depend on the batch or sequence size",
                 unknown_size=True,
             )
-        replacements[index] = keras.layers.Reshape(target)
+        replacements[index] = replacement
     return replacements
+
+
+def _causal_masks(call, again):
+    """``{argument position: dtype}`` of the constant arguments of a call that differ between the
+    two recordings only by being the causal mask of each size, or ``None`` if any differs otherwise."""
+    leaves = [keras.tree.flatten((c.args, c.kwargs or {})) for c in (call, again)]
+    found = {}
+    for position, (a, b) in enumerate(zip(*leaves)):
+        if _compat.is_symbolic(a) or fingerprint(a) == fingerprint(b):
+            continue
+        if not all(_is_causal_mask(v, sizes) for v, sizes in ((a, SIZES[0]), (b, SIZES[1]))):
+            return None
+        found[position] = str(np.asarray(a).dtype)
+    return found or None
+
+
+def _is_causal_mask(value, sizes) -> bool:
+    if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+        return False
+    array = np.asarray(value)
+    batch, length = sizes
+    if array.shape != (batch, length, length) or not np.isin(array, (0, 1)).all():
+        return False
+    return bool((array.astype(bool) == np.tril(np.ones((length, length), bool))).all())
 
 
 def _kind(call):

@@ -47,6 +47,7 @@ from ridurre.graph._recording import (
     unknown_dimension,
 )
 from ridurre.graph.composite import is_composite, record_refusal
+from ridurre.graph.layers import CausalMask
 from ridurre.graph.trace import check_model
 
 __all__ = ["Inlining", "Refusal", "inline", "inline_composites"]
@@ -75,6 +76,18 @@ class Inlining:
     model: keras.Model
     inlined: dict = field(default_factory=dict)
     refused: tuple = ()
+
+
+def _with_causal_masks(structure, positions, inputs):
+    """``structure`` with the leaves at ``positions`` replaced by causal masks of the sequence of
+    the first input that has unknown batch and sequence axes."""
+    reference = next((t for t in inputs if len(t.shape) >= 2 and t.shape[0] is None and t.shape[1] is None), None)
+    if reference is None:
+        raise Refused("its call uses a causal mask, but no input has an unknown sequence length")
+    leaves = keras.tree.flatten(structure)
+    for position, dtype in positions.items():
+        leaves[position] = CausalMask(mask_dtype=dtype)(reference)
+    return keras.tree.pack_sequence_as(structure, leaves)
 
 
 class _Inliner:
@@ -239,24 +252,45 @@ class _Inliner:
         originals = symbolic_leaves((args, kwargs))
         standins = {id(sub): self._standin(sub) for sub in sublayers if not self.composite(sub)}
         standins = {key: new for key, new in standins.items() if new is not None}
+        intercepted = [sub for sub in sublayers if self.composite(sub) or id(sub) in standins]
         counts = _compat.node_counts(sublayers)
+        saved = self.nested, dict(self.refused), Counter(self.inlined), list(self._path)
         recordings = []
-        for sizes in SIZES:
-            sized = {id(t): keras.Input(batch_shape=sized_shape(t.shape, sizes), dtype=t.dtype) for t in originals}
+        try:
+            for sizes in SIZES:
+                self.nested = {}  # inner composites are recorded again in the replay below
+                inner = {}  # id(first output of an inlined inner call) -> (composite, args, kwargs)
 
-            def replaced(value, sized=sized):
-                return _compat.convert_call_input(layer, sized[id(value)]) if _compat.is_symbolic(value) else value
+                def intercept(sub, sub_args, sub_kwargs, original, inner=inner):
+                    if id(sub) in standins:
+                        return standins[id(sub)](*sub_args, **sub_kwargs)
+                    result = self._intercept(sub, sub_args, sub_kwargs, original)
+                    first = symbolic_leaves(result)
+                    if first and _compat.is_graph_model(_compat.producer(first[0])):
+                        inner[id(first[0])] = (sub, sub_args, sub_kwargs)
+                    return result
 
-            intercepted = [sub for sub in sublayers if id(sub) in standins]
-            call_args, call_kwargs = keras.tree.map_structure(replaced, (args, kwargs))
-            with _compat.intercepted_calls(intercepted, lambda sub, a, k, _: standins[id(sub)](*a, **k)):
-                result = layer.call(*call_args, **call_kwargs)
-            outputs, structure = result_slots(result)
-            inputs = [sized[id(t)] for t in originals]
-            recordings.append((list(_compat.calls_between(inputs, outputs)), inputs, outputs, structure))
-        _compat.forget_nodes(counts)  # the recordings are read; only the replay below stays in the layers
-        (calls, inputs, outputs, structure), (other, *_) = recordings
-        replacements = size_free(calls, other)
+                sized = {id(t): keras.Input(batch_shape=sized_shape(t.shape, sizes), dtype=t.dtype) for t in originals}
+
+                def replaced(value, sized=sized):
+                    return _compat.convert_call_input(layer, sized[id(value)]) if _compat.is_symbolic(value) else value
+
+                call_args, call_kwargs = keras.tree.map_structure(replaced, (args, kwargs))
+                with _compat.intercepted_calls(intercepted, intercept):
+                    result = layer.call(*call_args, **call_kwargs)
+                outputs, structure = result_slots(result)
+                inputs = [sized[id(t)] for t in originals]
+                recordings.append((list(_compat.calls_between(inputs, outputs)), inputs, outputs, structure, inner))
+        finally:
+            _compat.forget_nodes(counts)  # the recordings are read; only the replay below stays in the layers
+            self.nested, self.refused, self.inlined, self._path = saved
+        (calls, inputs, outputs, structure, inner), (other, _, _, _, other_inner) = recordings
+
+        def kind(call, inner):
+            entry = inner.get(id(call.outputs[0])) if call.outputs else None
+            return ("composite", id(entry[0])) if entry is not None else None
+
+        replacements = size_free(calls, other, [kind(c, inner) for c in calls], [kind(c, other_inner) for c in other])
         fresh = [keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype) for t in originals]
         mapping = {id(a): b for a, b in zip(inputs, fresh)}
 
@@ -264,10 +298,16 @@ class _Inliner:
             return mapping.get(id(value), value) if _compat.is_symbolic(value) else value
 
         for index, call in enumerate(calls):
-            op = replacements.get(index, call.operation)
+            op, replacement = call.operation, replacements.get(index)
             call_args = keras.tree.map_structure(mapped, call.args)
             call_kwargs = keras.tree.map_structure(mapped, call.kwargs or {})
-            new = None
+            if isinstance(replacement, dict):  # constant causal masks, computed from the input instead
+                call_args, call_kwargs = _with_causal_masks((call_args, call_kwargs), replacement, fresh)
+            elif replacement is not None:
+                op = replacement
+            entry = inner.get(id(call.outputs[0])) if call.outputs else None
+            if entry is not None:  # an inner composite inlined at a given size: record it again
+                op, call_args, call_kwargs = entry[0], *keras.tree.map_structure(mapped, (entry[1], entry[2]))
             if isinstance(op, keras.layers.Layer) and self.composite(op):
                 new = self._intercept(op, call_args, call_kwargs, lambda *a, op=op, **k: op(*a, **k))
             else:
@@ -280,11 +320,16 @@ class _Inliner:
         return fresh, outputs, structure
 
     def _check_numerically(self, layer, args, kwargs, inputs, outputs, structure):
+        """Compare with the layer's own call at the first :data:`SIZES`: random floating inputs,
+        ones for integer and boolean ones (valid token ids and padding masks)."""
         originals = symbolic_leaves((args, kwargs))
-        if not all("float" in str(t.dtype) for t in originals):
-            return
         rng = np.random.default_rng(0)
-        values = {id(t): rng.normal(size=sized_shape(t.shape, SIZES[0])).astype(str(t.dtype)) for t in originals}
+
+        def value(t):
+            shape, dtype = sized_shape(t.shape, SIZES[0]), str(t.dtype)
+            return rng.normal(size=shape).astype(dtype) if "float" in dtype else np.ones(shape, dtype)
+
+        values = {id(t): value(t) for t in originals}
         concrete = keras.tree.map_structure(lambda v: values[id(v)] if _compat.is_symbolic(v) else v, (args, kwargs))
         expected = [v for v in keras.tree.flatten(layer(*concrete[0], **concrete[1])) if hasattr(v, "shape")]
         got = keras.tree.flatten(keras.Model(inputs, outputs)([values[id(t)] for t in originals]))

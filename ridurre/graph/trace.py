@@ -354,7 +354,7 @@ class Trace:
 
 
 class _Context:
-    """What a rule may do while propagating: create units and join them.
+    """What a rule may do while propagating: create units, join them, block them.
 
     Attributes:
         call: the :class:`ridurre._compat.Call` being traced (its other arguments, such as the
@@ -367,6 +367,10 @@ class _Context:
 
     def new_units(self, n):
         return self._trace._new_source(self._layer, self._path, n)
+
+    def block(self, layout, reason):
+        """Make these units unprunable, with ``reason`` (a layer's output that is not channels)."""
+        self._trace.units.block(np.asarray(layout), f"{self._path} ({type(self._layer).__name__}): {reason}")
 
     def union(self, a, b):
         if len(a) != len(b):

@@ -28,7 +28,14 @@ from ridurre.rules.registry import (
     registered,
     rule_for_class_name,
 )
-from ridurre.rules.shape import FlattenRule, PermuteRule, PoolingRule, ReshapeRule, TransposeOpRule
+from ridurre.rules.shape import (
+    FlattenRule,
+    PermuteRule,
+    PoolingRule,
+    ReshapeRule,
+    SequenceMaskRule,
+    TransposeOpRule,
+)
 
 __all__ = [
     "BUILTIN_LAYER_RULES",
@@ -58,6 +65,7 @@ __all__ = [
     "RMSNormRule",
     "RuleSet",
     "SeparableRule",
+    "SequenceMaskRule",
     "TransposeOpRule",
     "Unsupported",
     "as_rule_set",

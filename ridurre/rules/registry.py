@@ -23,7 +23,14 @@ from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, SeparableRule
 from ridurre.rules.keras_hub import KERAS_HUB_RULES, class_path
 from ridurre.rules.merge import ConcatenateRule, DivisionRule, ElementwiseOpRule, MergeRule
 from ridurre.rules.norm import BatchNormRule, GroupNormRule, LayerNormRule, check_activation, check_softmax_axis
-from ridurre.rules.shape import FlattenRule, PermuteRule, PoolingRule, ReshapeRule, TransposeOpRule
+from ridurre.rules.shape import (
+    FlattenRule,
+    PermuteRule,
+    PoolingRule,
+    ReshapeRule,
+    SequenceMaskRule,
+    TransposeOpRule,
+)
 
 __all__ = [
     "BUILTIN_LAYER_RULES",
@@ -220,9 +227,16 @@ def _registered_name(cls) -> str | None:
         return None
 
 
+_CLASS_PATH_RULES: dict[str, LayerRule] = {
+    **KERAS_HUB_RULES,
+    "ridurre.graph.layers.CausalMask": SequenceMaskRule(),
+}
+
+
 def _builtin(cls: type, subclasses: bool) -> LayerRule | None:
-    if cls.__module__.startswith("keras_hub."):  # keras-hub's own layers, matched exactly
-        return KERAS_HUB_RULES.get(class_path(cls))
+    rule = _CLASS_PATH_RULES.get(class_path(cls))  # keras-hub's layers and ridurre's own, exactly
+    if rule is not None:
+        return rule
     for i, base in enumerate(cls.__mro__):
         if i and not subclasses:
             break

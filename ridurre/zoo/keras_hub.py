@@ -270,16 +270,19 @@ def custom_objects() -> dict:
     """``custom_objects`` for ``keras.models.load_model`` of a saved model that holds keras-hub
     layers whose saved config their own ``from_config`` refuses (keras-hub 0.32's ViT and DeiT
     patch embeddings list the derived ``num_patches`` and ``num_positions``): subclasses that
-    drop those values, so that an inlined or pruned ViT or DeiT loads back.
+    drop those values, so that an inlined or pruned ViT or DeiT loads back; and ridurre's own
+    :class:`~ridurre.graph.layers.CausalMask`, which inlining puts in keras-hub's decoder blocks.
 
     Example:
         >>> sorted(custom_objects())  # doctest: +SKIP
-        ['DeiTEmbeddings', 'ViTPatchingAndEmbedding']
+        ['DeiTEmbeddings', 'ViTPatchingAndEmbedding', 'ridurre>CausalMask']
     """
     import importlib
 
+    from ridurre.graph.layers import CausalMask
+
     _keras_hub()
-    objects = {}
+    objects = {"ridurre>CausalMask": CausalMask}
     for path, derived in DERIVED_CONFIG_KEYS.items():
         module, name = path.rsplit(".", 1)
         try:

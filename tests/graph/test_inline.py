@@ -238,3 +238,22 @@ def test_a_reshape_by_the_batch_size_becomes_a_batch_preserving_reshape(tmp_path
     result.model.save(tmp_path / "reshaped.keras")
     loaded = keras.models.load_model(tmp_path / "reshaped.keras")
     _close(loaded(xs), model(xs))
+
+
+def test_a_causal_mask_built_from_the_sequence_length_becomes_a_layer(tmp_path, rng):
+    x = keras.Input((None, 6), name="sequence")
+    h = C.CausalSelfAttention(4, name="attend")(keras.layers.Dense(6, name="embed")(x))
+    model = randomize_weights(keras.Model(x, keras.layers.Dense(2, name="head")(h)), 4)
+    result = inline(model)
+    assert result.refused == () and result.inlined == {"CausalSelfAttention": 1}
+    layers = [type(lay).__name__ for lay in result.model.get_layer("attend").layers]
+    assert "CausalMask" in layers and layers.count("Dense") == 3
+    for batch, length in ((1, 3), (2, 9), (5, 4)):
+        xs = rng.normal(size=(batch, length, 6)).astype("float32")
+        _close(model(xs), result.model(xs))
+    result.model.save(tmp_path / "causal.keras")
+    _close(keras.models.load_model(tmp_path / "causal.keras")(xs), model(xs))
+    # the mask's positions are never pruned; the channels read by the projections are
+    groups = channel_groups(result.model)
+    assert any(not g.prunable and "a mask over sequence positions" in g.reason for g in groups)
+    assert next(g for g in groups if g.producers == ("embed",)).prunable

@@ -45,7 +45,7 @@ REACH_FLOOR = {
     "mit": 0.27,
     "segformer": 0.26,
     "bert": 0.71,
-    "gpt2": 0.0,
+    "gpt2": 0.43,
     "llama": 0.0,
     "gemma": 0.0,
 }
