@@ -10,12 +10,16 @@ layer, and the composite's call is replaced by a call of that model. The result 
 model computing the same function, in which the trace, the surgeon and the loop see every inner
 channel; composites inside composites become nested models inside nested models.
 
-A call that cannot be recorded this way is left as it is, with the reason (``Inlining.refused``,
-and the trace's reason for the layer): Python control flow on tensor values, backend-specific
-operations or computations with unknown (batch, sequence) dimensions, a ``call`` that branches
-in Python on ``training``, Keras masks travelling with the inputs, variables read outside a layer
-call, or weights the recorded graph does not use. A layer with a rule is never inlined: register
-a rule for a composite to keep it whole.
+A call that computes with the unknown batch or sequence size (``ops.shape(x)[0]`` is ``None``
+while a graph is built) is recorded at two concrete sizes instead, and kept if the only
+differences are reshapes by the batch size and causal masks of the sequence
+(:mod:`ridurre.graph._recording`). A call that cannot be recorded is left as it is, with the
+reason (``Inlining.refused``, and the trace's reason for the layer): Python control flow on
+tensor values, backend-specific operations, other computations with the unknown sizes, a
+``call`` that branches in Python on ``training``, Keras masks travelling with the inputs,
+variables read outside a layer call, weights the recorded graph does not use, or an inner layer
+that cannot be rebuilt from its config. A layer with a rule is never inlined: register a rule
+for a composite to keep it whole.
 
 What is lost: the model is a plain Functional model (a keras-hub ``Backbone`` loses its class,
 ``from_preset`` and the methods that call its layers directly, such as cached generation).
@@ -190,7 +194,7 @@ class _Inliner:
         """Record ``layer``'s call with ``record``; on failure, forget every graph node the
         attempt left in the sublayers and raise :class:`Refused` with the reason."""
         counts = _compat.node_counts(sublayers)
-        known = set(self.nested)
+        known, refused, inlined = set(self.nested), dict(self.refused), Counter(self.inlined)
         try:
             inputs, outputs, structure = record(layer, args, kwargs, sublayers)
             if expected is not None:
@@ -200,6 +204,7 @@ class _Inliner:
             _compat.forget_nodes(counts)
             for key in set(self.nested) - known:  # nested models recorded by the abandoned trace
                 del self.nested[key]
+            self.refused, self.inlined = refused, inlined  # what the abandoned trace met inside
             if isinstance(exc, Refused):
                 raise
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
