@@ -249,11 +249,10 @@ class _Inliner:
 
     def _record_sized(self, layer, args, kwargs, sublayers):
         """Record ``layer.call`` twice on inputs whose unknown dimensions are given sizes
-        (:data:`SIZES`), its inner composites left whole; keep the graph if the two recordings
-        differ only where a ``Reshape`` keeps the batch axis (rewritten as a batch-preserving
-        ``keras.layers.Reshape``), then replay it on inputs of unknown sizes, inlining the inner
-        composites there. When every input is floating, the result is checked against the
-        layer's own call on random inputs."""
+        (:data:`SIZES`); keep the graph if the two recordings differ only as
+        :func:`~ridurre.graph._recording.size_free` allows (reshapes by the batch size, causal
+        masks), then replay it on inputs of unknown sizes with those replaced, recording the
+        inner composites again there. The result is checked against the layer's own call."""
         originals = symbolic_leaves((args, kwargs))
         standins = {id(sub): self._standin(sub) for sub in sublayers if not self.composite(sub)}
         standins = {key: new for key, new in standins.items() if new is not None}
