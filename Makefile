@@ -15,7 +15,7 @@ TORCH_PIP ?= torch==2.13.0
 $(STAMP): pyproject.toml setup.py
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[tensorflow,jax,test,deploy]"
+	$(BIN)/python -m pip install --quiet -e ".[tensorflow,jax,test,deploy,hub]"
 	$(BIN)/python -m pip install --quiet $(TORCH_PIP)
 	touch $(STAMP)
 

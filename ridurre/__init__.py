@@ -18,6 +18,7 @@ _EXPORTS = {
     # tracing and surgery
     "channel_groups": "ridurre.graph:channel_groups",
     "ChannelGroup": "ridurre.graph:ChannelGroup",
+    "inline_composites": "ridurre.graph:inline_composites",
     "Surgeon": "ridurre.surgery:Surgeon",
     "delete_channels": "ridurre.surgery:delete_channels",
     "zero_channels": "ridurre.surgery:zero_channels",

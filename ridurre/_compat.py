@@ -9,7 +9,8 @@ need it (the rule table consults :func:`builtin_kind` without Keras), and never 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,13 +18,22 @@ __all__ = [
     "Call",
     "builtin_kind",
     "calls",
+    "calls_between",
+    "convert_call_input",
+    "forget_nodes",
     "functional_of",
+    "intercepted_calls",
     "is_graph_model",
     "is_symbolic",
+    "keras_mask",
     "layer_calls",
     "input_name",
     "inputs_structure",
     "unsafe_deserialization_enabled",
+    "node_counts",
+    "outputs_structure",
+    "producer",
+    "sublayers",
 ]
 
 
@@ -174,6 +184,11 @@ def is_symbolic(value) -> bool:
     return hasattr(value, "_keras_history")
 
 
+def producer(tensor) -> Any:
+    """The layer or operation whose call produced a symbolic tensor (an ``InputLayer`` for inputs)."""
+    return tensor._keras_history.operation
+
+
 def input_name(tensor) -> str:
     """The name of the ``InputLayer`` that created a model input tensor."""
     return tensor._keras_history.operation.name
@@ -182,6 +197,115 @@ def input_name(tensor) -> str:
 def inputs_structure(model) -> Any:
     """The nested structure of a Functional model's inputs (a dict, list or single tensor)."""
     return model._inputs_struct
+
+
+def outputs_structure(model) -> Any:
+    """The nested structure of a Functional model's outputs (a dict, list or single tensor)."""
+    return model._outputs_struct
+
+
+def sublayers(layer) -> list:
+    """The layers ``layer`` tracks directly (its attributes, lists and dicts of layers)."""
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
+def keras_mask(tensor) -> Any:
+    """The Keras mask a symbolic tensor carries (``Embedding(mask_zero=True)``...), else ``None``."""
+    return getattr(tensor, "_keras_mask", None)
+
+
+def convert_call_input(layer, value) -> Any:
+    """``value`` as ``layer.__call__`` hands it to ``layer.call``: floating tensors cast to the
+    layer's input dtype when the layer autocasts (what calling ``call`` directly would skip)."""
+    if not is_symbolic(value) or not getattr(layer, "_convert_input_args", True):
+        return value
+    return layer.dtype_policy.convert_input(value, layer.autocast, layer.input_dtype)
+
+
+def calls_between(inputs, outputs) -> list[Call]:
+    """The calls of the graph that leads from the symbolic tensors ``inputs`` to ``outputs``, in
+    topological order (no Functional model needed).
+
+    Raises:
+        ValueError: a path from ``outputs`` reaches a graph input that is not in ``inputs`` (the
+            computation uses a symbolic tensor from elsewhere).
+    """
+    stop = {id(t) for t in inputs}
+    order, seen = [], set()
+    stack = [(t, False) for t in reversed(outputs) if id(t) not in stop]
+    while stack:
+        tensor, expanded = stack.pop()
+        history = tensor._keras_history
+        node = history.operation._inbound_nodes[history.node_index] if history.operation is not None else None
+        if node is None or node.is_input:
+            raise ValueError(f"the graph uses the symbolic tensor {tensor.name!r}, which is not one of its inputs")
+        if expanded:
+            if id(node) not in seen:
+                seen.add(id(node))
+                order.append(_call_of(node))
+            continue
+        if id(node) in seen:
+            continue
+        stack.append((tensor, True))
+        stack.extend((t, False) for t in reversed(node.input_tensors) if id(t) not in stop)
+    return order
+
+
+def node_counts(operations) -> dict:
+    """How many graph nodes each operation has recorded so far (see :func:`forget_nodes`)."""
+    return {id(op): (op, len(op._inbound_nodes), len(op._outbound_nodes)) for op in operations}
+
+
+def forget_nodes(counts: dict) -> None:
+    """Drop the graph nodes recorded since :func:`node_counts` (a trace that was abandoned),
+    so that the layers keep only the nodes of the graphs they really belong to."""
+    for op, inbound, outbound in counts.values():
+        del op._inbound_nodes[inbound:]
+        del op._outbound_nodes[outbound:]
+
+
+_INTERCEPTING_CLASSES: dict = {}
+_HANDLERS: dict = {}
+
+
+def _intercepting_class(cls):
+    sub = _INTERCEPTING_CLASSES.get(cls)
+    if sub is None:
+
+        def __call__(self, *args, **kwargs):
+            handler = _HANDLERS.get(id(self))
+            if handler is None:
+                return cls.__call__(self, *args, **kwargs)
+            return handler(self, args, kwargs, lambda *a, **k: cls.__call__(self, *a, **k))
+
+        sub = type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__})
+        sub.__qualname__ = cls.__qualname__
+        _INTERCEPTING_CLASSES[cls] = sub
+    return sub
+
+
+@contextlib.contextmanager
+def intercepted_calls(layers, handler: Callable) -> Iterator[None]:
+    """Route every call of these layer objects to ``handler(layer, args, kwargs, original)``
+    for the duration of the block (``original(*args, **kwargs)`` is the usual ``__call__``).
+
+    Keras offers no call hook, and Python looks ``__call__`` up on the class, so each layer's
+    class is swapped for a subclass that consults the handler, and swapped back on exit.
+    """
+    swapped = []
+    try:
+        for layer in layers:
+            if id(layer) in _HANDLERS:
+                continue
+            cls = type(layer)
+            object.__setattr__(layer, "__class__", _intercepting_class(cls))
+            _HANDLERS[id(layer)] = handler
+            swapped.append((layer, cls))
+        yield
+    finally:
+        for layer, cls in swapped:
+            object.__setattr__(layer, "__class__", cls)
+            _HANDLERS.pop(id(layer), None)
 
 
 def builtin_kind(cls: type) -> str | None:

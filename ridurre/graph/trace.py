@@ -23,6 +23,7 @@ import numpy as np
 
 from ridurre import _compat
 from ridurre import rules as _rules
+from ridurre.graph.composite import opaque_reason
 
 __all__ = [
     "ChannelGroup",
@@ -297,7 +298,7 @@ class Trace:
         use.calls += 1
         try:
             if rule is None:
-                raise _rules.Unsupported(f"ridurre has no rule for {type(layer).__name__} layers")
+                raise _rules.Unsupported(opaque_reason(layer, self.rules))
             if not rule.exact and self.rules.exact_only:
                 raise _rules.Unsupported(f"{rule.inexact_reason} (exact_only=True)")
             if rule.call_inputs is not None and call is not None:

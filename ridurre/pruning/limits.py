@@ -89,10 +89,8 @@ class Budget:
         self.prunable = {p for g in trace.groups() if g.prunable for p in g.producers}
         self.kernel_sizes = {}
         for use in trace.uses.values():
-            names = [v.name for v in getattr(use.layer, "weights", [])]
-            self.kernel_sizes[use.path] = sum(
-                int(np.prod(v.shape)) for n, v in zip(names, use.layer.weights) if "kernel" in n
-            )
+            weights = getattr(use.layer, "weights", [])  # raw keras.ops operations have none
+            self.kernel_sizes[use.path] = sum(int(np.prod(v.shape)) for v in weights if "kernel" in v.name)
 
     def deleted_units(self, plan) -> np.ndarray:
         """The unit roots of ``plan`` (``{group id: group channel indices}``)."""

@@ -235,6 +235,10 @@ class BasePruning:
         keep_best: return the accepted model with the best metric rather than the last one
             (``best_iteration`` says which).
         metric_mode: ``"max"`` when a higher metric is better (accuracy), ``"min"`` (a loss).
+        inline_composites: first replace the composite layers of the model (subclassed layers
+            made of other layers, such as keras-hub's blocks) by the layers of their ``call``
+            (:func:`ridurre.graph.inline_composites`), so that their inner channels are pruned
+            too; the pruned model is then a Functional model without those classes.
     """
 
     criterion = None
@@ -284,6 +288,7 @@ class BasePruning:
         baseline_metric=None,
         metric_mode="max",
         size_steps_to_limits=False,
+        inline_composites=True,
     ):
         if args:
             nb_trained_for_epochs, maximum_prune_iterations, maximum_pruning_percent = _legacy_positional(
@@ -348,6 +353,7 @@ class BasePruning:
         self._verify = verify
         self._evaluate_fn = check_callable(evaluate_fn, "evaluate_fn", "fn(model) -> float")
         self._rules = rules
+        self._inline = bool(inline_composites)
         self._prune_bins = None
         self._inexact_pruned: list[str] = []  # groups through a normalization pruned in the current step
         spec = criterion if criterion is not None else type(self).criterion
@@ -498,6 +504,7 @@ class BasePruning:
     def score_groups(self, model: keras.Model) -> list:
         """``[(group, scores)]`` of the eligible groups of ``model`` by this method's criterion
         (what the first iteration ranks; groups the criterion cannot score are left out)."""
+        model = self._inlined(model)
         trace = _graph.trace_model(model, rules=self._rules)
         recorder = ActivationRecorder(model, trace)
         out = []
@@ -537,6 +544,7 @@ class BasePruning:
         _check_finite_weights(model, "the model given to run_pruning")
         self._custom_objects = custom_objects_inside_model
         self._cache = None
+        given, model = model, self._inlined(model)
         original = self._trace(model)
         self._check_layer_selection(model, original)
         self._original_channels = _producer_channels(original)
@@ -608,7 +616,7 @@ class BasePruning:
                 logger.info("pruning limit reached after iteration %d", iteration)
                 break
             iteration += 1
-        return self._returned_model(model), self._current_nb_of_epochs
+        return self._returned_model(model if self.history else given), self._current_nb_of_epochs
 
     # -- accuracy-aware pruning --------------------------------------------------------------
     def _start_guard(self, model):
@@ -675,7 +683,7 @@ class BasePruning:
         public attributes a subclass adds (``data``, ``ratios``...). Subclasses whose options
         live in private attributes extend it. The iteration limit is left out unless the steps
         are sized from it: resuming with a higher one extends a run."""
-        own = {"seed", "history", "run_identity"}
+        own = {"seed", "history", "run_identity", "baseline_metric", "best_iteration"}  # run outputs
         settings = describe(
             {
                 "method": type(self).__qualname__,
@@ -703,6 +711,7 @@ class BasePruning:
                 if self._guard is None
                 else {k: getattr(self._guard, k) for k in ("max_drop", "on_drop", "max_rollbacks", "shrink", "mode")},
                 "keep_best": self._keep_best,
+                "inline_composites": self._inline,
                 "options": {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in own},
                 "run_identity": self.run_identity,
             }
@@ -833,6 +842,15 @@ class BasePruning:
         return finest
 
     # -- one step ----------------------------------------------------------------------------
+    def _inlined(self, model):
+        """``model`` with its composite layers inlined (when asked for), the refusals logged."""
+        if not self._inline:
+            return model
+        result = _graph.inline(model, self._rules)
+        for refusal in result.refused:
+            logger.info("composite layer %s (%s) kept whole: %s", refusal.path, refusal.layer_class, refusal.reason)
+        return result.model
+
     def _trace(self, model):
         """The trace of ``model``, reused when the last step already traced it."""
         if self._cache is None or self._cache[0] is not model:

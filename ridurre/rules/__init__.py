@@ -26,6 +26,7 @@ from ridurre.rules.base import (
 )
 from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, EmbeddingRule, SeparableRule
 from ridurre.rules.einsum import EinsumDenseRule, EinsumOpRule
+from ridurre.rules.keras_hub import KERAS_HUB_RULES, PatchEmbeddingRule
 from ridurre.rules.merge import ConcatenateRule, DivisionRule, ElementwiseOpRule, MergeRule
 from ridurre.rules.norm import (
     BatchNormRule,
@@ -49,7 +50,14 @@ from ridurre.rules.registry import (
     registered,
     rule_for_class_name,
 )
-from ridurre.rules.shape import FlattenRule, PermuteRule, PoolingRule, ReshapeRule, TransposeOpRule
+from ridurre.rules.shape import (
+    FlattenRule,
+    PermuteRule,
+    PoolingRule,
+    ReshapeRule,
+    SequenceMaskRule,
+    TransposeOpRule,
+)
 
 __all__ = [
     "BUILTIN_APPLICATION_RULES",
@@ -58,6 +66,7 @@ __all__ = [
     "COST_KINDS",
     "HEAD_KINDS",
     "UNIT_KINDS",
+    "KERAS_HUB_RULES",
     "RULES",
     "BatchNormRule",
     "BidirectionalRule",
@@ -83,6 +92,7 @@ __all__ = [
     "MultiHeadAttentionRule",
     "NormalizationRule",
     "PassThroughRule",
+    "PatchEmbeddingRule",
     "PermuteRule",
     "PoolingRule",
     "RMSNormRule",
@@ -93,6 +103,7 @@ __all__ = [
     "SeparableRule",
     "SplitOpRule",
     "TimeDistributedRule",
+    "SequenceMaskRule",
     "TransposeOpRule",
     "UnaryOpRule",
     "UnitNormRule",

@@ -6,7 +6,8 @@ importing Keras: mask mode looks rules up by the class names a saved file record
 
 A layer object is matched, in order, against the rules given for one call
 (``channel_groups(model, rules={MyLayer: rule})``), the rules registered globally with
-:func:`register_rule`, and the built-in table. Classes are matched exactly; subclasses of a
+:func:`register_rule`, and the built-in tables (Keras's layers, and keras-hub's in
+:mod:`ridurre.rules.keras_hub`). Classes are matched exactly; subclasses of a
 registered class (or of a built-in Keras layer) only when asked for (``subclasses=True``), since
 a subclass may change what the layer computes.
 """
@@ -22,6 +23,7 @@ from ridurre.rules.attention import GroupedQueryAttentionRule, MultiHeadAttentio
 from ridurre.rules.base import ConfigView, LayerRule, PassThroughRule
 from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, EmbeddingRule, SeparableRule
 from ridurre.rules.einsum import EinsumDenseRule, EinsumOpRule
+from ridurre.rules.keras_hub import KERAS_HUB_RULES, class_path
 from ridurre.rules.merge import ConcatenateRule, DivisionRule, ElementwiseOpRule, MergeRule
 from ridurre.rules.norm import (
     BatchNormRule,
@@ -35,7 +37,14 @@ from ridurre.rules.norm import (
 )
 from ridurre.rules.ops import GetItemOpRule, PadOpRule, ReduceOpRule, SplitOpRule, UnaryOpRule
 from ridurre.rules.recurrent import BidirectionalRule, RecurrentRule, TimeDistributedRule
-from ridurre.rules.shape import FlattenRule, PermuteRule, PoolingRule, ReshapeRule, TransposeOpRule
+from ridurre.rules.shape import (
+    FlattenRule,
+    PermuteRule,
+    PoolingRule,
+    ReshapeRule,
+    SequenceMaskRule,
+    TransposeOpRule,
+)
 
 __all__ = [
     "BUILTIN_APPLICATION_RULES",
@@ -319,7 +328,16 @@ def _registered_name(cls) -> str | None:
         return None
 
 
+_CLASS_PATH_RULES: dict[str, LayerRule] = {
+    **KERAS_HUB_RULES,
+    "ridurre.graph.layers.CausalMask": SequenceMaskRule(),
+}
+
+
 def _builtin(cls: type, subclasses: bool) -> LayerRule | None:
+    rule = _CLASS_PATH_RULES.get(class_path(cls))  # keras-hub's layers and ridurre's own, exactly
+    if rule is not None:
+        return rule
     for i, base in enumerate(cls.__mro__):
         if i and not subclasses:
             break

@@ -8,7 +8,7 @@ import numpy as np
 
 from ridurre.rules.base import LayerRule, PassThroughRule, Unsupported, channels_last, prod
 
-__all__ = ["FlattenRule", "ReshapeRule", "PermuteRule", "TransposeOpRule", "PoolingRule"]
+__all__ = ["FlattenRule", "ReshapeRule", "PermuteRule", "TransposeOpRule", "PoolingRule", "SequenceMaskRule"]
 
 
 class FlattenRule(LayerRule):
@@ -91,3 +91,16 @@ class PoolingRule(PassThroughRule):
         if self.global_pooling:
             return prod(in_shapes[0][1:])
         return prod(out_shapes[0][1:]) * prod(getattr(layer, "pool_size", ()))
+
+
+class SequenceMaskRule(LayerRule):
+    """A layer that reads only the shape of its input and returns a mask over sequence positions
+    (ridurre's ``CausalMask``): the input's channels pass untouched, and the mask's last axis is
+    positions, never pruned."""
+
+    cost = "free"
+
+    def propagate(self, layer, in_layouts, in_shapes, out_shapes, ctx):
+        mask = ctx.new_units(out_shapes[0][-1] or 1)  # positions: the length may be unknown
+        ctx.block(mask, "a mask over sequence positions")
+        return [mask]

@@ -14,6 +14,7 @@ import numpy as np
 from ridurre import _compat
 from ridurre.graph import layer_weights, set_layer_weights, weight_names
 from ridurre.rules import ConfigView, UnitMasks
+from ridurre.rules.keras_hub import DERIVED_CONFIG_KEYS, class_path
 
 __all__ = ["plan_layers", "rebuild"]
 
@@ -161,7 +162,7 @@ def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
         if _compat.is_graph_model(layer):
             return clone(layer, plans[id(layer)][1])
         config, weights = plans.get(id(layer), (layer.get_config(), None))
-        new = layer.__class__.from_config(config)
+        new = _from_config(layer.__class__, config)
         if weights:
             weights_for.append((new, weights))
         return new
@@ -222,6 +223,23 @@ def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
         except (ValueError, KeyError) as exc:
             raise RuntimeError(f"could not set the weights of rebuilt layer {new.name!r}: {exc}") from exc
     return new_model
+
+
+def _from_config(cls, config):
+    """``cls.from_config(config)``, leaving out the derived values some keras-hub layers list in
+    their config but refuse in their constructor (:data:`ridurre.rules.keras_hub.DERIVED_CONFIG_KEYS`).
+
+    Raises:
+        RuntimeError: the layer cannot be rebuilt from its own config (naming it and why).
+    """
+    derived = DERIVED_CONFIG_KEYS.get(class_path(cls), ())
+    try:
+        return cls.from_config({k: v for k, v in config.items() if k not in derived})
+    except (TypeError, ValueError) as exc:
+        raise RuntimeError(
+            f"layer {config.get('name')!r} ({cls.__name__}) cannot be rebuilt from its own config, so no pruned "
+            f"copy of the model can be built: {str(exc).strip().splitlines()[-1]}"
+        ) from exc
 
 
 def _accepted_kwargs(layer, kwargs):

@@ -16,6 +16,7 @@ from helpers import ROOT, compile_classifier
 
 from ridurre.app import jobs
 from ridurre.app.cli import main
+from ridurre.metrics import LatencyResult
 
 QUIET = ["--no-progress"]
 
@@ -37,7 +38,12 @@ def tiny_file(tmp_path_factory, digits):
 @pytest.fixture
 def fast_latency(monkeypatch):
     """Latency is not what these tests are about: skip the timing rounds."""
-    monkeypatch.setattr(jobs, "measure_models", lambda models, *a, **k: {name: {256: 1.0, 1: 1.0} for name in models})
+    monkeypatch.setattr(jobs, "measure_models", _fixed_latency)
+
+
+def _fixed_latency(models, *args, **kwargs):
+    result = {b: LatencyResult(1.0, 1.0, b, 1, float(b), runtime="keras") for b in (256, 1)}
+    return {name: {"keras": result} for name in models}
 
 
 def _sha(path):
@@ -353,7 +359,9 @@ def test_an_h5_model_logs_every_line_once(tmp_path, tiny_file):
     keras.models.load_model(tiny_file).save(h5)
     code = (
         "import sys\nfrom ridurre.app import jobs\n"
-        "jobs.measure_models = lambda models, *a, **k: {n: {256: 1.0, 1: 1.0} for n in models}\n"
+        "from ridurre.metrics import LatencyResult\n"
+        "jobs.measure_models = lambda models, *a, **k: {n: {'keras': {b: LatencyResult(1.0, 1.0, b, 1, float(b)) "
+        "for b in (256, 1)}} for n in models}\n"
         "from ridurre.app.cli import main\n"
         f"sys.exit(main(['--no-progress', 'prune', '--model', {str(h5)!r}, '--data', 'digits', '--ratio', '0.2',"
         f" '--iterations', '1', '--finetune-epochs', '0', '--output', {str(tmp_path / 'run')!r}]))\n"

@@ -1,0 +1,179 @@
+"""Rules of keras-hub's own layers that are not composites (``pip install ridurre[hub]``).
+
+keras-hub's internal classes are not registered under unique names (it has two
+``RMSNormalization`` classes), so the table is keyed by the class's full import path
+(``module.QualName``). Nothing here imports keras-hub: the registry matches a layer's class
+against the table when it meets one, and a class that keras-hub moves or renames is simply not
+matched, so its channels stay unprunable (never wrongly pruned). Classes are matched exactly.
+
+Covered: the RMS norms of Llama (``x * scale``) and Gemma (``x * (1 + scale)``), DINOv2's
+``LayerScale``, MiT's ``DropPath``, ``PositionEmbedding``, and the patch-embedding stems of ViT,
+DeiT and DINOv2 (every weight ends with the hidden size). Layers that need the attention and
+embedding rules (``ReversibleEmbedding``, ``RotaryEmbedding``, ``CachedMultiHeadAttention``, the
+model-specific attention layers) are not covered yet.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ridurre.rules.base import LayerRule, PassThroughRule, Unsupported, channels_last, prod
+
+__all__ = [
+    "DERIVED_CONFIG_KEYS",
+    "KERAS_HUB_RULES",
+    "KerasHubLayerScaleRule",
+    "PatchEmbeddingRule",
+    "KerasHubRMSNormRule",
+    "class_path",
+]
+
+
+def class_path(cls: type) -> str:
+    """The key of a class in :data:`KERAS_HUB_RULES`: ``module.QualName``.
+
+    Example:
+        >>> class_path(PatchEmbeddingRule)
+        'ridurre.rules.keras_hub.PatchEmbeddingRule'
+    """
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class KerasHubRMSNormRule(PassThroughRule):
+    """An RMS normalization over the channel axis with a per-channel ``scale`` (``x * scale``,
+    or ``x * (1 + scale)`` with ``offset=1``). Like LayerNormalization, removing channels changes
+    the statistics of the others: pruned and zeroed models agree in structure, not in value.
+
+    Example:
+        >>> import numpy as np
+        >>> weights = KerasHubRMSNormRule(offset=1.0).zero(None, {"scale": np.ones(3)}, None, np.array([0, 1, 0], bool))
+        >>> weights["scale"].tolist()
+        [1.0, -1.0, 1.0]
+    """
+
+    exact = False
+    inexact_reason = "normalizes over the channels: removing some changes their root mean square"
+
+    def __init__(self, offset: float = 0.0):
+        super().__init__(
+            per_channel_weights=("scale",),
+            zero_to={"scale": -float(offset)},
+            cost="normalization",
+            saved_weights=(("scale", None),),
+        )
+        self.offset = float(offset)
+
+
+class KerasHubLayerScaleRule(PassThroughRule):
+    """A learned per-channel scale (``x * gamma``) whose config records the number of channels.
+
+    Example:
+        >>> rule = KerasHubLayerScaleRule("lambda1", size_key="hidden_dim")
+        >>> keep = np.array([1, 0, 1], bool)
+        >>> config, weights = rule.slice(None, {"hidden_dim": 3}, {"lambda1": np.ones(3)}, None, keep)
+        >>> config["hidden_dim"], weights["lambda1"].shape
+        (2, (2,))
+    """
+
+    def __init__(self, weight: str, size_key: str | None = None):
+        super().__init__(per_channel_weights=(weight,), zero_to={weight: 0.0}, cost="elementwise")
+        self.size_key = size_key
+
+    def slice(self, layer, config, weights, in_keep, out_keep):
+        config, weights = super().slice(layer, config, weights, in_keep, out_keep)
+        if out_keep is not None and self.size_key is not None:
+            config = {**config, self.size_key: int(np.count_nonzero(out_keep))}
+        return config, weights
+
+
+class PatchEmbeddingRule(LayerRule):
+    """A vision transformer's stem: patches -> convolution, plus class/distillation/register
+    tokens and position embeddings, all ending with the hidden size. The output channels are
+    new (``produces``); every weight is sliced on its last axis, the patch convolution's kernel
+    also on its input-channel axis. The layer must keep ``size_key`` (``hidden_dim``) in its
+    config, and every weight must end with that size (otherwise the layer is refused).
+
+    Example:
+        >>> rule = PatchEmbeddingRule()
+        >>> weights = {"kernel": np.ones((2, 2, 3, 4)), "class_token": np.ones((1, 1, 4))}
+        >>> config, sliced = rule.slice(None, {"hidden_dim": 4}, weights, None, np.array([1, 0, 1, 1], bool))
+        >>> config["hidden_dim"], sliced["kernel"].shape, sliced["class_token"].shape
+        (3, (2, 2, 3, 3), (1, 1, 3))
+    """
+
+    produces = True
+    channel_dependent = True
+    cost = "free"
+
+    def __init__(self, size_key: str = "hidden_dim", kernel: str = "kernel"):
+        self.size_key = size_key
+        self.kernel = kernel
+
+    def propagate(self, layer, in_layouts, in_shapes, out_shapes, ctx):
+        channels_last(layer)
+        if len(in_layouts) != 1 or len(out_shapes) != 1:
+            raise Unsupported("expected one image input and one output")
+        width = out_shapes[0][-1]
+        bad = [w.path for w in layer.weights if not w.shape or int(w.shape[-1]) != width]
+        if bad or getattr(layer, self.size_key, None) != width:
+            raise Unsupported(f"not every weight ends with the {width} output channels ({bad[:2]})")
+        return [ctx.new_units(width)]
+
+    def _is_kernel(self, name, value):
+        return name.split(":")[-1] == self.kernel and np.ndim(value) == 4
+
+    def slice(self, layer, config, weights, in_keep, out_keep):
+        new = {}
+        for name, value in weights.items():
+            if in_keep is not None and self._is_kernel(name, value):
+                value = value[..., in_keep, :]
+            new[name] = value if out_keep is None else value[..., out_keep]
+        if out_keep is not None:
+            config = {**config, self.size_key: int(np.count_nonzero(out_keep))}
+        return config, new
+
+    def zero(self, layer, weights, in_zero, out_zero):
+        new = {}
+        for name, value in weights.items():
+            value = np.array(value, copy=True)
+            if in_zero is not None and self._is_kernel(name, value):
+                value[..., in_zero, :] = 0
+            if out_zero is not None:
+                value[..., out_zero] = 0
+            new[name] = value
+        return new
+
+    def macs(self, layer, in_shapes, out_shapes):
+        # non-overlapping patches: every input value meets every output channel once
+        return prod(in_shapes[0][1:]) * int(out_shapes[0][-1])
+
+    def output_weights(self, layer, weights):
+        width = int(getattr(layer, self.size_key))
+        rows = [np.asarray(v).reshape(-1, width).T for v in weights.values()]
+        return np.concatenate(rows, axis=1)
+
+
+_MODELS = "keras_hub.src.models"
+_LAYERS = "keras_hub.src.layers.modeling"
+
+KERAS_HUB_RULES: dict[str, LayerRule] = {
+    f"{_MODELS}.llama.llama_layernorm.LlamaLayerNorm": KerasHubRMSNormRule(),
+    f"{_MODELS}.gemma.rms_normalization.RMSNormalization": KerasHubRMSNormRule(offset=1.0),
+    f"{_MODELS}.dinov2.dinov2_layers.DINOV2LayerScale": KerasHubLayerScaleRule("lambda1", size_key="hidden_dim"),
+    f"{_MODELS}.mit.mit_layers.DropPath": PassThroughRule(cost="free"),
+    f"{_LAYERS}.position_embedding.PositionEmbedding": PassThroughRule(
+        per_channel_weights=("embeddings",), zero_to={"embeddings": 0.0}, cost="free"
+    ),
+    f"{_MODELS}.vit.vit_layers.ViTPatchingAndEmbedding": PatchEmbeddingRule(),
+    f"{_MODELS}.deit.deit_layers.DeiTEmbeddings": PatchEmbeddingRule(),
+    f"{_MODELS}.dinov2.dinov2_layers.DINOV2Embedding": PatchEmbeddingRule(),
+}
+"""Rules of keras-hub layers, by :func:`class_path`."""
+
+DERIVED_CONFIG_KEYS: dict[str, tuple] = {
+    f"{_MODELS}.vit.vit_layers.ViTPatchingAndEmbedding": ("num_patches", "num_positions"),
+    f"{_MODELS}.deit.deit_layers.DeiTEmbeddings": ("num_patches", "num_positions"),
+}
+"""keras-hub 0.32 layers whose ``get_config()`` lists values derived from the others, which their
+constructor refuses (so even ``keras.models.clone_model`` fails on them): the rebuild and
+:func:`ridurre.zoo.keras_hub.custom_objects` leave these keys out."""

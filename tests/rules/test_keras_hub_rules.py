@@ -1,0 +1,98 @@
+"""Rules of keras-hub's own layers: deleted == zeroed on small models built around each layer
+(structure only through the RMS norms, whose statistics change), and the table matches the
+classes of the installed keras-hub."""
+
+import importlib
+
+import numpy as np
+import pytest
+from helpers import randomize_weights
+
+pytest.importorskip("keras_hub")
+
+import keras  # noqa: E402
+
+from ridurre.graph import channel_groups  # noqa: E402
+from ridurre.rules import KERAS_HUB_RULES, get_rule  # noqa: E402
+from ridurre.rules.keras_hub import DERIVED_CONFIG_KEYS  # noqa: E402
+from ridurre.surgery import delete_channels, zero_channels  # noqa: E402
+
+
+def _hub(path):
+    module, name = path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+def _class(suffix):
+    return _hub(next(p for p in KERAS_HUB_RULES if p.endswith(suffix)))
+
+
+@pytest.mark.parametrize("path", sorted(set(KERAS_HUB_RULES) | set(DERIVED_CONFIG_KEYS)))
+def test_every_class_of_the_table_exists_in_keras_hub(path):
+    cls = _hub(path)
+    if path in KERAS_HUB_RULES:
+        assert get_rule(cls.__new__(cls)) is KERAS_HUB_RULES[path]
+
+
+def _sequence_model(layer, exact=True):
+    x = keras.Input((6, 5))
+    h = keras.layers.Dense(8, name="producer")(x)
+    y = layer(h)
+    if exact is None:  # PositionEmbedding: added to what it embeds
+        y = keras.layers.Add()([h, y])
+    y = keras.layers.Dense(3, name="consumer")(keras.layers.GlobalAveragePooling1D()(y))
+    return randomize_weights(keras.Model(x, y), 3)
+
+
+def _delete_equals_zero(model, exact=True, layer="producer", channels=(1, 4, 6)):
+    group = next(g for g in channel_groups(model) if layer in g.producers)
+    assert group.prunable, group.reason
+    pruned, zeroed = delete_channels(model, layer, list(channels)), zero_channels(model, layer, list(channels))
+    xs = np.random.default_rng(0).normal(size=(4,) + tuple(model.inputs[0].shape[1:])).astype("float32")
+    got, want = np.asarray(pruned(xs)), np.asarray(zeroed(xs))
+    assert pruned.count_params() < model.count_params() and np.isfinite(got).all()
+    if exact:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    return pruned
+
+
+def test_layer_scale():
+    cls = _class("DINOV2LayerScale")
+    _delete_equals_zero(_sequence_model(cls(hidden_dim=8, init_values=0.5, name="scale")))
+
+
+def test_drop_path():
+    cls = _class("DropPath")
+    _delete_equals_zero(_sequence_model(cls(rate=0.2, name="drop")))
+
+
+def test_position_embedding():
+    cls = _class("PositionEmbedding")
+    _delete_equals_zero(_sequence_model(cls(sequence_length=6, name="positions"), exact=None))
+
+
+@pytest.mark.parametrize("suffix", ["LlamaLayerNorm", "gemma.rms_normalization.RMSNormalization"])
+def test_rms_norms_are_pruned_structurally_and_zeroed_to_nothing(suffix):
+    cls = _class(suffix)
+    model = _sequence_model(cls(epsilon=1e-6, name="norm"))
+    _delete_equals_zero(model, exact=False)
+    # zeroing the norm's own channel makes its output channel exactly 0 (Gemma: 1 + scale = 0)
+    norm = model.get_layer("norm")
+    zeroed = zero_channels(model, "producer", [2])
+    xs = np.random.default_rng(1).normal(size=(2, 6, 5)).astype("float32")
+    probe = keras.Model(zeroed.inputs, zeroed.get_layer(norm.name).output)
+    assert float(np.abs(np.asarray(probe(xs))[..., 2]).max()) == 0.0
+
+
+@pytest.mark.parametrize("name", ["vit", "deit", "dinov2"])
+def test_patch_embedding_stems(name):
+    from ridurre.zoo.keras_hub import hub_backbone
+
+    backbone = hub_backbone(name)
+    stem = next(lay for lay in backbone.layers if type(lay).__name__.endswith(("Embedding", "Embeddings")))
+    x = keras.Input((16, 16, 3))
+    h = stem(x)
+    y = keras.layers.Dense(3, name="consumer")(keras.layers.GlobalAveragePooling1D()(h))
+    model = randomize_weights(keras.Model(x, y), 4)
+    pruned = _delete_equals_zero(model, layer=stem.name, channels=(0, 5, 9))
+    assert pruned.get_layer(stem.name).hidden_dim == 13
