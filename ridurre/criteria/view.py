@@ -61,34 +61,6 @@ class ActivationRecorder:
             self._data_id = id(data)
         return self._values
 
-    def structure(self):
-        """A hashable description of the group's structure: its size and, per layer, its role,
-        class and weight shapes. Structurally identical groups (the same block repeated) have
-        equal structures; ``ranking="isomorphic"`` ranks each such set of groups together.
-
-        Example:
-            >>> import keras
-            >>> from ridurre.graph import trace_model
-            >>> x = keras.Input((6, 6, 2))
-            >>> h = keras.layers.Conv2D(4, 3, padding="same", name="a")(x)
-            >>> h = keras.layers.Conv2D(4, 3, padding="same", name="b")(h)
-            >>> model = keras.Model(x, keras.layers.Conv2D(4, 3, padding="same", name="c")(h))
-            >>> trace = trace_model(model)
-            >>> a, b = (GroupView(g, trace, model) for g in trace.groups()[1:3])
-            >>> a.structure() == b.structure()   # a reads 2 channels, b reads 4
-            False
-        """
-        parts = []
-        for role, paths in (("producer", self.group.producers), ("consumer", self.group.consumers)):
-            for path in paths:
-                use = self._uses.get(path)
-                if use is not None:
-                    parts.append((role, type(use.layer).__name__, tuple(tuple(w.shape) for w in use.layer.weights)))
-        for path in self.group.carriers:
-            use = self._uses[path]
-            parts.append(("carrier", type(use.layer).__name__, tuple(tuple(w.shape) for w in use.layer.weights)))
-        return (self.size, tuple(sorted(parts)))
-
     def gradients(self, data, labels, batch_size=32, max_batches=None, loss=None):
         """The :class:`~ridurre.criteria.gradients.Gradients` of the loss on ``(data, labels)``
         (computed on the first call for them)."""
