@@ -814,7 +814,8 @@ class BasePruning:
 
         Returns:
             ``{kind: {"limit", "reached", "met", "why"}}`` for each of ``filters``, ``params``,
-            ``macs`` and ``latency`` (a ``target_speedup`` with a latency table) that has a limit (shares of the original removed). A limit is met when the
+            ``macs`` and ``latency`` (a ``target_speedup`` with a latency table) that has a limit
+            (shares of the original removed). A limit is met when the
             distance left is smaller than the finest further step (one channel, or ``round_to``
             channels, of some group); otherwise ``why`` says what stopped the run short.
         """
