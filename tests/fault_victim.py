@@ -139,8 +139,10 @@ def run_api(model_path, output):
 
 def run_cli(model_path, output):
     from ridurre.app.cli import main
+    from ridurre.metrics import LatencyResult
 
-    jobs.measure_models = lambda models, *a, **k: {name: {256: 1.0, 1: 1.0} for name in models}
+    timed = {b: LatencyResult(1.0, 1.0, b, 1, float(b), runtime="keras") for b in (256, 1)}
+    jobs.measure_models = lambda models, *a, **k: {name: {"keras": timed} for name in models}
     argv = ["--no-progress", "prune", "--model", model_path, "--data", "digits", "--output", output]
     argv += ["--method", "l1", "--step", str(SETTINGS["factor"]), "--ratio", "0.9"]
     argv += ["--iterations", str(SETTINGS["iterations"]), "--finetune-epochs", "1", "--seed", str(SETTINGS["seed"])]
