@@ -539,9 +539,20 @@ def _input_shapes(model, input_shape):
     return [tuple(int(d) for d in s) for s in shapes]
 
 
-def _random_inputs(shapes, batch_size, seed=0):
+def _random_inputs(shapes, batch_size, seed=0, dtypes=None):
+    """Random float32 inputs; an integer input (token ids) gets ids 0 and 1, valid for any vocabulary."""
     rng = np.random.default_rng(seed)
-    return [rng.standard_normal((batch_size, *s)).astype("float32") for s in shapes]
+    dtypes = dtypes or ["float32"] * len(shapes)
+    return [
+        rng.integers(0, 2, (batch_size, *s)).astype(d)
+        if np.dtype(d).kind in "iu"
+        else rng.standard_normal((batch_size, *s)).astype("float32")
+        for s, d in zip(shapes, dtypes)
+    ]
+
+
+def _input_dtypes(model):
+    return [str(getattr(t, "dtype", "float32")) for t in keras.tree.flatten(model.inputs)]
 
 
 def backend_threads() -> int | None:
@@ -686,7 +697,8 @@ def measure_latency(model, batch_size=1, input_shape=None, warmup=3, repeats=20,
     ``tf.function`` on TensorFlow, a jitted function on JAX) is timed instead, which is what
     deployed inference runs; on small models the eager call mostly times Python overhead.
 
-    The input is random float32 data (``np.random.default_rng(0)``). After
+    The input is random float32 data (``np.random.default_rng(0)``; token ids 0 and 1 for an
+    integer input, such as an Embedding's). After
     ``warmup`` untimed calls, each of ``repeats`` calls is timed with
     ``time.perf_counter``, including the conversion of the outputs to NumPy
     (which waits for asynchronous backends such as JAX).
@@ -718,7 +730,7 @@ def measure_latency(model, batch_size=1, input_shape=None, warmup=3, repeats=20,
     warmup = _check_int(warmup, "warmup", 0)
     repeats = _check_int(repeats, "repeats", 1)
     run = keras_runner(model, compiled=compiled)
-    inputs = _random_inputs(_input_shapes(model, input_shape), batch_size)
+    inputs = _random_inputs(_input_shapes(model, input_shape), batch_size, dtypes=_input_dtypes(model))
     for _ in range(warmup):
         run(inputs)
     return _result(_time_calls(run, inputs, repeats), batch_size, 1, run)
