@@ -21,7 +21,7 @@ from ridurre._validation import check_int, check_unit
 from ridurre.deploy.exporter import export
 from ridurre.deploy.runtimes import canonical_format, load_runtime
 from ridurre.graph import trace_model
-from ridurre.metrics import keras_runner, measure_runners
+from ridurre.metrics import input_dtypes, keras_runner, measure_runners
 from ridurre.surgery import Surgeon
 
 __all__ = ["RUNTIMES", "measure_deployed", "LatencyTable", "choose_round_to", "runtime_runner"]
@@ -122,7 +122,13 @@ def measure_deployed(
                 if result is not None:
                     exports[name][runtime] = result
         timed = measure_runners(
-            runners, shapes, batch_sizes=batch_sizes, rounds=rounds, budget=budget, on_round=on_round
+            runners,
+            shapes,
+            batch_sizes=batch_sizes,
+            rounds=rounds,
+            budget=budget,
+            on_round=on_round,
+            input_dtypes=input_dtypes(model),
         )
     latency = {name: {} for name in models}
     for (name, runtime), results in timed.items():
@@ -218,7 +224,14 @@ class LatencyTable:
                 variant = surgeon.operate()
                 runners[group.key], _ = runtime_runner(variant, runtime, tmp, f"g{i}", threads, verify=False)
                 removed[group.key] = n
-            timed = measure_runners(runners, shapes, batch_sizes=(batch_size,), rounds=rounds, budget=budget)
+            timed = measure_runners(
+                runners,
+                shapes,
+                batch_sizes=(batch_size,),
+                rounds=rounds,
+                budget=budget,
+                input_dtypes=input_dtypes(model),
+            )
         base = timed["base"][batch_size]
         return cls(
             runtime=runtime,
@@ -332,7 +345,9 @@ def choose_round_to(
             variant = surgeon.operate()
             macs[k] = model_stats(variant, rules=rules).total_macs
             runners[k], _ = runtime_runner(variant, runtime, tmp, f"k{k}", threads, verify=False)
-        timed = measure_runners(runners, shapes, batch_sizes=(batch_size,), rounds=rounds, budget=budget)
+        timed = measure_runners(
+            runners, shapes, batch_sizes=(batch_size,), rounds=rounds, budget=budget, input_dtypes=input_dtypes(model)
+        )
     table = {
         k: {
             "ms": timed[k][batch_size].min_ms,
