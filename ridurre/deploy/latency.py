@@ -72,6 +72,7 @@ def measure_deployed(
     threads=None,
     workdir=None,
     on_round=None,
+    failed=None,
 ):
     """Latency of each model in each runtime, all timed side by side (interleaved rounds).
 
@@ -87,6 +88,10 @@ def measure_deployed(
             and SavedModels use TensorFlow's pool, stated in the results).
         workdir: where the exports are written (default: a temporary directory, removed after).
         on_round: optional ``fn()`` called after every timed turn (progress bars).
+        failed: a dict: a runtime the models cannot be exported to or run in (a converter
+            without an operation, such as tf2onnx and the exact GELU) is then left out, its
+            error recorded as ``failed[runtime] = "message"``; ``None`` (default): the error is
+            raised.
 
     Returns:
         ``(latency, exports)``: ``latency[name][runtime][batch]`` is a
@@ -115,12 +120,22 @@ def measure_deployed(
     with tempfile.TemporaryDirectory(prefix="ridurre_deploy_") as tmp:
         root = tmp if workdir is None else os.fspath(workdir)
         runners, exports = {}, {name: {} for name in models}
-        for name, model in models.items():
-            for runtime in runtimes:
-                run, result = runtime_runner(model, runtime, root, name=name, threads=threads)
-                runners[(name, runtime)] = run
-                if result is not None:
-                    exports[name][runtime] = result
+        for runtime in runtimes:
+            try:
+                for name, model in models.items():
+                    run, result = runtime_runner(model, runtime, root, name=name, threads=threads)
+                    runners[(name, runtime)] = run
+                    if result is not None:
+                        exports[name][runtime] = result
+            except Exception as exc:
+                if failed is None or runtime == "keras":
+                    raise
+                failed[runtime] = (
+                    f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+                )
+                for name in models:
+                    runners.pop((name, runtime), None)
+                    exports[name].pop(runtime, None)
         timed = measure_runners(
             runners,
             shapes,

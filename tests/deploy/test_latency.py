@@ -100,3 +100,25 @@ def test_a_token_model_is_exported_and_timed_with_token_ids():
         assert latency["m"][runtime][16].median_ms > 0
     for runtime in runtimes[1:]:
         assert exports["m"][runtime].verification["kind"] == "outputs"
+
+
+def test_a_runtime_that_cannot_take_the_model_is_left_out_when_asked(monkeypatch):
+    import ridurre.deploy.latency as latency_module
+
+    real = latency_module.runtime_runner
+
+    def onnx_fails(model, runtime, *args, **kwargs):
+        if runtime == "onnx":
+            raise RuntimeError("No Op registered for Erfc with domain_version of 15\nmore")
+        return real(model, runtime, *args, **kwargs)
+
+    monkeypatch.setattr(latency_module, "runtime_runner", onnx_fails)
+    models = {"original": _two_conv(), "pruned": _two_conv((8, 16))}
+    with pytest.raises(RuntimeError, match="Erfc"):
+        measure_deployed(models, ("keras", "onnx"), batch_sizes=(1,), rounds=1, budget=0.01)
+    failed = {}
+    latency, exports = measure_deployed(
+        models, ("keras", "onnx"), batch_sizes=(1,), rounds=1, budget=0.01, failed=failed
+    )
+    assert failed == {"onnx": "RuntimeError: No Op registered for Erfc with domain_version of 15"}
+    assert all(sorted(latency[name]) == ["keras"] and exports[name] == {} for name in models)
