@@ -31,7 +31,7 @@ same channels zeroed (the groups through a LayerNormalization structurally).
 
 Running it::
 
-    python example/prune_transformer.py --quick --output /tmp/ridurre_xformer   # ~1 minute on 2 CPU cores
+    python example/prune_transformer.py --quick --output /tmp/ridurre_xformer   # ~2 minutes of CPU time
     python example/prune_transformer.py --output runs/xformer                    # wider, longer: a GPU helps
 
 What ends up in ``--output``: ``<model>/baseline.keras``, ``<model>/final.keras``, ridurre's
@@ -309,7 +309,7 @@ def print_summary(result, latency_batch):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small models, short schedules (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="small models, short schedules (~2 min of CPU time)")
     parser.add_argument("--output", default="runs/prune_transformer", help="a new directory for the run")
     parser.add_argument("--models", default="vit,text", help="comma-separated: vit, text")
     parser.add_argument("--speedup", type=float, default=2.2, help="target MAC reduction (the limit)")
