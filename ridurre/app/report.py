@@ -296,7 +296,7 @@ def _indices(values, limit=24):
     return text + (f", ... ({len(values) - limit} more)" if len(values) > limit else "")
 
 
-LIMIT_NAMES = {"filters": "prunable channels", "params": "parameters", "macs": "MACs"}
+LIMIT_NAMES = {"filters": "prunable channels", "params": "parameters", "macs": "MACs", "latency": "predicted latency"}
 
 
 def limits_met_text(met):

@@ -817,8 +817,9 @@ class BasePruning:
         """Whether the run that returned ``model`` met each limit it was given.
 
         Returns:
-            ``{kind: {"limit", "reached", "met", "why"}}`` for each of ``filters``, ``params`` and
-            ``macs`` that has a limit (shares of the original removed). A limit is met when the
+            ``{kind: {"limit", "reached", "met", "why"}}`` for each of ``filters``, ``params``,
+            ``macs`` and ``latency`` (with a latency table) that has a limit (shares of the original
+            removed). A limit is met when the
             distance left is smaller than the finest further step (one channel, or ``round_to``
             channels, of some group); otherwise ``why`` says what stopped the run short.
         """
@@ -832,11 +833,15 @@ class BasePruning:
         (one channel, or ``round_to`` channels) of ``model`` would remove; ``inf`` when none can."""
         trace = self._trace(model)
         budget = Budget(
-            trace, self._model_stats(model) if self._limits.costs else None, self._original_filters, self._original_cost
+            trace,
+            self._model_stats(model) if self._limits.costs else None,
+            self._original_filters,
+            self._original_cost,
+            latency_table=self._latency_table,
         )
         now = budget.reductions(np.array([], dtype=np.int64))
         step = self._round_to or 1
-        finest = {"filters": math.inf, "params": math.inf, "macs": math.inf}
+        finest = {"filters": math.inf, "params": math.inf, "macs": math.inf, "latency": math.inf}
         for group in trace.groups():
             if not self.eligible(group) or self._bounds(group) < step:
                 continue
