@@ -9,7 +9,11 @@ For each model of issue 10's table (hand-written Keras models with random weight
 ``keras.applications`` ConvNeXtTiny and InceptionResNetV2 with ``weights=None``):
 
 * **internal channels**: the channels of every group except those carried by a model input or
-  reaching a model output (the classifier, a segmentation head);
+  reaching a model output (the classifier, a segmentation head); the head dimensions of
+  attention layers (``kind == "head_dims"``) count as channels;
+* **heads**: the attention heads (groups of ``kind == "heads"``: a MultiHeadAttention's heads, a
+  GroupQueryAttention's key/value heads; ``"query_heads"``: the query heads of each key/value
+  head), counted apart from the channels;
 * **prunable**: the share of them in groups that can be pruned, and of those, the share in
   groups that are also **exact** (no LayerNormalization or RMS norm on the way:
   ``ChannelGroup.exact``);
@@ -23,9 +27,8 @@ For each model of issue 10's table (hand-written Keras models with random weight
   structure and every other channel exactly). The table gives the largest difference relative
   to the output's scale (float32).
 
-Attention heads are not counted on this branch (``MultiHeadAttention`` has no rule here). With
-``--no-verify`` only the reach is measured (it also runs on releases without
-``delete_inexact``, for a "before" column). Output is markdown.
+With ``--no-verify`` only the reach is measured (it also runs on releases without
+``delete_inexact`` or head groups, for a "before" column). Output is markdown.
 """
 
 from __future__ import annotations
@@ -47,12 +50,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ridurre  # noqa: E402
-from ridurre.graph import all_layers, trace_model  # noqa: E402
 from ridurre.metrics import model_stats  # noqa: E402
-from ridurre.surgery import Surgeon  # noqa: E402
 
 L = keras.layers
 BOUNDARY = ("carried by a model input", "reaches a model output")
+HEAD_KINDS = ("heads", "query_heads")
 
 
 # -- the models of issue 10's table --------------------------------------------------------------
@@ -146,24 +148,47 @@ MODELS = {
 
 # -- measuring ------------------------------------------------------------------------------------
 def reach(model):
-    """Shares of internal channels in prunable (and exact) groups, refusals, uncounted layers."""
+    """Shares of internal channels and heads in prunable (and exact) groups, refusals, uncounted layers."""
     groups = ridurre.channel_groups(model)
     internal = [g for g in groups if g.prunable or not (g.reason or "").endswith(BOUNDARY)]
-    total = sum(g.size for g in internal)
-    prunable = [g for g in internal if g.prunable]
-    exact = [g for g in prunable if getattr(g, "exact", True)]
     refused = [g for g in internal if not g.prunable]
     reasons = collections.Counter((g.reason or "").split(": ", 1)[-1] for g in refused)
-    return {
+    result = {
         "groups": len(internal),
-        "prunable_groups": len(prunable),
-        "channels": total,
-        "prunable": sum(g.size for g in prunable) / max(1, total),
-        "exact": sum(g.size for g in exact) / max(1, total),
         "refused": len(refused),
         "reason": reasons.most_common(1)[0][0] if reasons else "",
         "uncounted": len(model_stats(model).uncounted),
     }
+    for unit, members in (
+        ("channels", [g for g in internal if getattr(g, "kind", "channels") not in HEAD_KINDS]),
+        ("heads", [g for g in internal if getattr(g, "kind", "channels") in HEAD_KINDS]),
+    ):
+        total = sum(g.size for g in members)
+        prunable = [g for g in members if g.prunable]
+        exact = [g for g in prunable if getattr(g, "exact", True)]
+        result[unit] = total
+        result[f"{unit}_groups"] = len(members)
+        result[f"{unit}_prunable"] = sum(g.size for g in prunable) / max(1, total)
+        result[f"{unit}_exact"] = sum(g.size for g in exact) / max(1, total)
+    return result
+
+
+def all_layers(model):
+    """``(path, layer)`` of every layer, nested models included (``ridurre.graph.all_layers``; the
+    releases before it had none)."""
+    try:
+        from ridurre.graph import all_layers as ridurre_all_layers
+    except ImportError:
+        return [(layer.name, layer) for layer in model._flatten_layers(include_self=False)]
+    return ridurre_all_layers(model)
+
+
+def _heads_in_layers(model):
+    """Attention heads of the model's layers, for a release whose trace has no head groups."""
+    return sum(
+        int(getattr(layer, "num_heads", 0) or getattr(layer, "num_query_heads", 0) or 0)
+        for _, layer in all_layers(model)
+    )
 
 
 def randomize(model, seed):
@@ -192,6 +217,9 @@ def _inputs(model, rng):
 
 def verify(model, rng, sampled):
     """Groups checked and the largest relative difference between pruned and reference."""
+    from ridurre.graph import trace_model
+    from ridurre.surgery import Surgeon
+
     model = randomize(model, int(rng.integers(1 << 30)))
     trace = trace_model(model)
     candidates = [g for g in trace.groups() if g.prunable and g.size >= 2]
@@ -227,8 +255,10 @@ def main(argv=None):
 
     print(f"keras {keras.__version__}, {keras.backend.backend()}, python {platform.python_version()}")
     print(f"load average at start: {os.getloadavg()[0]:.1f}\n")
-    head = "| model | internal channels (groups) | prunable | of which exact | refused groups: most frequent reason |"
-    head += " uncounted layers |"
+    head = (
+        "| model | internal channels (groups) | prunable | of which exact | heads (groups) | heads prunable |"
+        " refused groups: most frequent reason | uncounted layers |"
+    )
     if not args.no_verify:
         head += " verified groups (through a norm) | max rel. difference | seconds |"
     print(head)
@@ -239,9 +269,15 @@ def main(argv=None):
         started = time.perf_counter()
         model = MODELS[name]()
         r = reach(model)
+        if r["heads_groups"]:
+            heads = f"{r['heads']} ({r['heads_groups']}) | **{100 * r['heads_prunable']:.0f} %** |"
+        else:
+            layer_heads = _heads_in_layers(model)
+            heads = f"{layer_heads} (no group) | **0 %** |" if layer_heads else "- | - |"
         row = (
-            f"| {model.name} | {r['channels']} ({r['groups']}) | **{100 * r['prunable']:.0f} %** | "
-            f"{100 * r['exact']:.0f} % | {r['refused']}: {r['reason'][:70] or '-'} | {r['uncounted']} |"
+            f"| {model.name} | {r['channels']} ({r['channels_groups']}) | **{100 * r['channels_prunable']:.0f} %** | "
+            f"{100 * r['channels_exact']:.0f} % | {heads} {r['refused']}: {r['reason'][:70] or '-'} | "
+            f"{r['uncounted']} |"
         )
         if not args.no_verify:
             checked, inexact, worst = verify(model, rng, args.sampled)

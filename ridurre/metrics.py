@@ -539,9 +539,37 @@ def _input_shapes(model, input_shape):
     return [tuple(int(d) for d in s) for s in shapes]
 
 
-def _random_inputs(shapes, batch_size, seed=0):
+def random_inputs(shapes, batch_size, seed=0, dtypes=None):
+    """Random inputs of the given shapes (no batch axis): float32 normal values, or token ids 0
+    and 1 (valid for any vocabulary) where ``dtypes`` says an input is an integer one.
+
+    Example:
+        >>> import keras
+        >>> tokens = keras.Input((5,), dtype="int32")
+        >>> x, = random_inputs([(5,)], 4, dtypes=input_dtypes(keras.Model(tokens, tokens)))
+        >>> x.dtype, x.shape, int(x.max()) <= 1
+        (dtype('int32'), (4, 5), True)
+    """
     rng = np.random.default_rng(seed)
-    return [rng.standard_normal((batch_size, *s)).astype("float32") for s in shapes]
+    dtypes = dtypes or ["float32"] * len(shapes)
+    return [
+        rng.integers(0, 2, (batch_size, *s)).astype(d)
+        if np.dtype(d).kind in "iu"
+        else rng.standard_normal((batch_size, *s)).astype("float32")
+        for s, d in zip(shapes, dtypes)
+    ]
+
+
+def input_dtypes(model) -> list[str]:
+    """The dtype of each of ``model``'s inputs (``"float32"``, ``"int32"`` for token ids...).
+
+    Example:
+        >>> import keras
+        >>> tokens = keras.Input((5,), dtype="int32")
+        >>> input_dtypes(keras.Model(tokens, keras.layers.Embedding(10, 2)(tokens)))
+        ['int32']
+    """
+    return [str(getattr(t, "dtype", "float32")) for t in keras.tree.flatten(model.inputs)]
 
 
 def backend_threads() -> int | None:
@@ -618,7 +646,15 @@ def _result(times, batch_size, rounds, runner):
 
 
 def measure_runners(
-    runners, input_shapes, batch_sizes=(1, 32), rounds=5, budget=0.25, warmup=2, seed=0, on_round=None
+    runners,
+    input_shapes,
+    batch_sizes=(1, 32),
+    rounds=5,
+    budget=0.25,
+    warmup=2,
+    seed=0,
+    on_round=None,
+    input_dtypes=None,
 ) -> dict:
     """Time several ways of running models side by side: interleaved rounds, median and spread.
 
@@ -638,6 +674,8 @@ def measure_runners(
         warmup: untimed calls before timing (int >= 0).
         seed: seed of the random float32 inputs (the same inputs for every runner).
         on_round: optional ``fn()`` called after each runner's turn (progress bars).
+        input_dtypes: the dtype of each input (default float32); integer inputs get token ids
+            (:func:`random_inputs`).
 
     Returns:
         ``{name: {batch_size: LatencyResult}}``.
@@ -661,7 +699,7 @@ def measure_runners(
     batch_sizes = [_check_int(b, "batch_sizes", 1) for b in batch_sizes]
     out = {name: {} for name in runners}
     for batch in batch_sizes:
-        inputs = _random_inputs(shapes, batch, seed)
+        inputs = random_inputs(shapes, batch, seed, input_dtypes)
         repeats = {}
         for name, run in runners.items():
             for _ in range(warmup):
@@ -686,7 +724,8 @@ def measure_latency(model, batch_size=1, input_shape=None, warmup=3, repeats=20,
     ``tf.function`` on TensorFlow, a jitted function on JAX) is timed instead, which is what
     deployed inference runs; on small models the eager call mostly times Python overhead.
 
-    The input is random float32 data (``np.random.default_rng(0)``). After
+    The input is random float32 data (``np.random.default_rng(0)``; token ids 0 and 1 for an
+    integer input, such as an Embedding's). After
     ``warmup`` untimed calls, each of ``repeats`` calls is timed with
     ``time.perf_counter``, including the conversion of the outputs to NumPy
     (which waits for asynchronous backends such as JAX).
@@ -718,7 +757,7 @@ def measure_latency(model, batch_size=1, input_shape=None, warmup=3, repeats=20,
     warmup = _check_int(warmup, "warmup", 0)
     repeats = _check_int(repeats, "repeats", 1)
     run = keras_runner(model, compiled=compiled)
-    inputs = _random_inputs(_input_shapes(model, input_shape), batch_size)
+    inputs = random_inputs(_input_shapes(model, input_shape), batch_size, dtypes=input_dtypes(model))
     for _ in range(warmup):
         run(inputs)
     return _result(_time_calls(run, inputs, repeats), batch_size, 1, run)

@@ -373,3 +373,11 @@ def test_metrics_run_on_jax_without_tensorflow():
     assert int(params) == 40 + 16 + 10
     assert int(macs) == 64 * 4 * 9 + 8
     assert tf_loaded == "False"
+
+
+def test_measure_latency_feeds_token_ids_to_an_integer_input():
+    tokens = keras.Input((6,), dtype="int32")
+    hidden = keras.layers.Embedding(2, 4)(tokens)  # two ids: a random float cast to an id is out of range
+    model = keras.Model(tokens, keras.layers.GlobalAveragePooling1D()(hidden))
+    assert measure_latency(model, batch_size=64, warmup=0, repeats=2).median_ms > 0
+    assert measure_latency(model, batch_size=64, warmup=0, repeats=2, compiled=True).median_ms > 0

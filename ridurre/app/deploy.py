@@ -67,6 +67,7 @@ def measure_runtimes(models, runtimes=("keras",), batch_sizes=(256, 1), rounds=3
     runtimes = usable_runtimes(runtimes) or ["keras"]
     total = rounds * len(models) * len(runtimes) * len(batch_sizes)
     task = progress.add("measuring latency (" + ", ".join(runtimes) + ")", total=total) if progress else None
+    failed = {}
     latency, exports = measure_deployed(
         models,
         runtimes,
@@ -74,7 +75,10 @@ def measure_runtimes(models, runtimes=("keras",), batch_sizes=(256, 1), rounds=3
         rounds=rounds,
         budget=budget,
         on_round=(lambda: progress.advance(task)) if task is not None else None,
+        failed=failed,
     )
+    for runtime, reason in failed.items():
+        logger.warning("Latency in %s skipped: the model could not be exported to it or run (%s)", runtime, reason)
     for name, by_runtime in exports.items():
         for runtime, result in by_runtime.items():
             logger.info(

@@ -669,9 +669,17 @@ def _stats_latency(args, model, stats):
     from ridurre.app.deploy import usable_runtimes
     from ridurre.deploy import measure_deployed
 
+    failed = {}
     latency, _ = measure_deployed(
-        models, usable_runtimes(runtimes) or ["keras"], batch_sizes=batches, rounds=args.rounds, threads=args.threads
+        models,
+        usable_runtimes(runtimes) or ["keras"],
+        batch_sizes=batches,
+        rounds=args.rounds,
+        threads=args.threads,
+        failed=failed,
     )
+    for runtime, reason in failed.items():
+        logger.warning("Latency in %s skipped: the model could not be exported to it or run (%s)", runtime, reason)
     return latency, macs
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from ridurre._io import atomic_directory, atomic_path
 from ridurre._validation import check_unit
 from ridurre.deploy.runtimes import _require, canonical_format, load_runtime
+from ridurre.metrics import input_dtypes, random_inputs
 
 __all__ = ["ExportError", "ExportResult", "export", "check_samples"]
 
@@ -87,7 +88,8 @@ def _input_shapes(model):
 
 
 def check_samples(model, x, name="calibration_data"):
-    """``x`` as a list of float32 arrays (one per model input), checked against the model's inputs.
+    """``x`` as a list of float32 arrays (one per model input; integer ones, token ids, keep the
+    input's integer type), checked against the model's inputs.
 
     Example:
         >>> import keras, numpy as np
@@ -101,7 +103,7 @@ def check_samples(model, x, name="calibration_data"):
     if len(xs) != len(shapes):
         raise ValueError(f"`{name}` must hold {len(shapes)} input array(s) for {model.name!r}, got {len(xs)}.")
     out = []
-    for array, shape in zip(xs, shapes):
+    for array, shape, dtype in zip(xs, shapes, input_dtypes(model)):
         array = np.asarray(array)
         if not np.issubdtype(array.dtype, np.number) or array.ndim != len(shape) + 1 or array.shape[1:] != shape:
             raise ValueError(
@@ -110,7 +112,7 @@ def check_samples(model, x, name="calibration_data"):
             )
         if len(array) == 0:
             raise ValueError(f"`{name}` is empty: give at least one example.")
-        out.append(array.astype(np.float32))
+        out.append(array.astype(dtype if np.dtype(dtype).kind in "iu" else np.float32))
     if len({len(a) for a in out}) > 1:
         raise ValueError(f"`{name}`: every input array must have the same number of examples.")
     return out
@@ -367,8 +369,7 @@ def export(
     elif calibration is not None:
         samples = [x[:8] for x in calibration]
     else:
-        rng = np.random.default_rng(0)
-        samples = [rng.standard_normal((8, *s)).astype("float32") for s in _input_shapes(model)]
+        samples = random_inputs(_input_shapes(model), 8, dtypes=input_dtypes(model))
     _require(fmt)
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError(

@@ -21,7 +21,7 @@ from ridurre._validation import check_int, check_unit
 from ridurre.deploy.exporter import export
 from ridurre.deploy.runtimes import canonical_format, load_runtime
 from ridurre.graph import trace_model
-from ridurre.metrics import keras_runner, measure_runners
+from ridurre.metrics import input_dtypes, keras_runner, measure_runners
 from ridurre.surgery import Surgeon
 
 __all__ = ["RUNTIMES", "measure_deployed", "LatencyTable", "choose_round_to", "runtime_runner"]
@@ -72,6 +72,7 @@ def measure_deployed(
     threads=None,
     workdir=None,
     on_round=None,
+    failed=None,
 ):
     """Latency of each model in each runtime, all timed side by side (interleaved rounds).
 
@@ -87,6 +88,10 @@ def measure_deployed(
             and SavedModels use TensorFlow's pool, stated in the results).
         workdir: where the exports are written (default: a temporary directory, removed after).
         on_round: optional ``fn()`` called after every timed turn (progress bars).
+        failed: a dict: a runtime the models cannot be exported to or run in (a converter
+            without an operation, such as tf2onnx and the exact GELU) is then left out, its
+            error recorded as ``failed[runtime] = "message"``; ``None`` (default): the error is
+            raised.
 
     Returns:
         ``(latency, exports)``: ``latency[name][runtime][batch]`` is a
@@ -115,14 +120,30 @@ def measure_deployed(
     with tempfile.TemporaryDirectory(prefix="ridurre_deploy_") as tmp:
         root = tmp if workdir is None else os.fspath(workdir)
         runners, exports = {}, {name: {} for name in models}
-        for name, model in models.items():
-            for runtime in runtimes:
-                run, result = runtime_runner(model, runtime, root, name=name, threads=threads)
-                runners[(name, runtime)] = run
-                if result is not None:
-                    exports[name][runtime] = result
+        for runtime in runtimes:
+            try:
+                for name, model in models.items():
+                    run, result = runtime_runner(model, runtime, root, name=name, threads=threads)
+                    runners[(name, runtime)] = run
+                    if result is not None:
+                        exports[name][runtime] = result
+            except Exception as exc:
+                if failed is None or runtime == "keras":
+                    raise
+                failed[runtime] = (
+                    f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+                )
+                for name in models:
+                    runners.pop((name, runtime), None)
+                    exports[name].pop(runtime, None)
         timed = measure_runners(
-            runners, shapes, batch_sizes=batch_sizes, rounds=rounds, budget=budget, on_round=on_round
+            runners,
+            shapes,
+            batch_sizes=batch_sizes,
+            rounds=rounds,
+            budget=budget,
+            on_round=on_round,
+            input_dtypes=input_dtypes(model),
         )
     latency = {name: {} for name in models}
     for (name, runtime), results in timed.items():
@@ -218,7 +239,14 @@ class LatencyTable:
                 variant = surgeon.operate()
                 runners[group.key], _ = runtime_runner(variant, runtime, tmp, f"g{i}", threads, verify=False)
                 removed[group.key] = n
-            timed = measure_runners(runners, shapes, batch_sizes=(batch_size,), rounds=rounds, budget=budget)
+            timed = measure_runners(
+                runners,
+                shapes,
+                batch_sizes=(batch_size,),
+                rounds=rounds,
+                budget=budget,
+                input_dtypes=input_dtypes(model),
+            )
         base = timed["base"][batch_size]
         return cls(
             runtime=runtime,
@@ -332,7 +360,9 @@ def choose_round_to(
             variant = surgeon.operate()
             macs[k] = model_stats(variant, rules=rules).total_macs
             runners[k], _ = runtime_runner(variant, runtime, tmp, f"k{k}", threads, verify=False)
-        timed = measure_runners(runners, shapes, batch_sizes=(batch_size,), rounds=rounds, budget=budget)
+        timed = measure_runners(
+            runners, shapes, batch_sizes=(batch_size,), rounds=rounds, budget=budget, input_dtypes=input_dtypes(model)
+        )
     table = {
         k: {
             "ms": timed[k][batch_size].min_ms,

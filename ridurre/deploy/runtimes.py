@@ -146,6 +146,8 @@ def _quantize(x, detail):
     if np.issubdtype(dtype, np.floating):
         return np.asarray(x, dtype=dtype)
     scale, zero = detail["quantization"]
+    if not scale:  # an integer input that is not quantized: token ids
+        return np.asarray(x).astype(dtype)
     info = np.iinfo(dtype)
     return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
 
@@ -177,11 +179,16 @@ class OnnxRuntime:
         options.log_severity_level = 3
         self._session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
         self._names = [i.name for i in self._session.get_inputs()]
+        self._dtypes = [_ONNX_TYPES.get(i.type, np.float32) for i in self._session.get_inputs()]
 
     def __call__(self, inputs):
         if len(inputs) != len(self._names):
             raise ValueError(f"{self.path} takes {len(self._names)} input(s), got {len(inputs)}.")
-        return self._session.run(None, {n: np.asarray(x, np.float32) for n, x in zip(self._names, inputs)})
+        feed = {n: np.asarray(x).astype(d, copy=False) for n, x, d in zip(self._names, inputs, self._dtypes)}
+        return self._session.run(None, feed)
+
+
+_ONNX_TYPES = {"tensor(float)": np.float32, "tensor(int32)": np.int32, "tensor(int64)": np.int64}
 
 
 class SavedModelRuntime:

@@ -86,7 +86,8 @@ class Budget:
         self.original = original
         self.layer_macs = {} if stats is None else {row.name: row.macs for row in stats.layers if row.macs}
         self.with_costs = stats is not None
-        self.prunable = {p for g in trace.groups() if g.prunable for p in g.producers}
+        # the "filters": producers of prunable groups; attention heads are not filters (their own ratio)
+        self.prunable = {p for g in trace.groups() if g.prunable and g.kind not in HEAD_KINDS for p in g.producers}
         self.kernel_sizes = {}
         for use in trace.uses.values():
             weights = getattr(use.layer, "weights", [])  # raw keras.ops operations have none

@@ -113,9 +113,12 @@ def _producer_channels(trace):
 
 def _prunable_filters(trace):
     """The "filters" the pruning percent counts: output channels of the producers of prunable
-    groups (the classifier and other unprunable layers are left out)."""
+    groups (the classifier and other unprunable layers are left out), head dimensions included.
+    Attention heads are not filters: they go by their own ratio (``head_pruning_factor``)."""
     channels = _producer_channels(trace)
-    return sum(channels.get(p, 0) for g in trace.groups() if g.prunable for p in g.producers)
+    return sum(
+        channels.get(p, 0) for g in trace.groups() if g.prunable and g.kind not in HEAD_KINDS for p in g.producers
+    )
 
 
 def _history_summary(result):
@@ -178,7 +181,8 @@ class BasePruning:
             by keyword.
         maximum_prune_iterations: stop after this many iterations (``None``: no limit).
         maximum_pruning_percent: stop when this share of the original filters (output channels
-            of the prunable layers) is removed; the last step is shrunk so it is never crossed.
+            of the prunable layers and head dimensions; attention heads go by ``head_pruning_factor``) is
+            removed; the last step is shrunk so it is never crossed.
         max_params_reduction, max_macs_reduction: the same limit on parameters or MACs
             (e.g. 0.5 for a 2x MAC reduction); ``target_speedup=s`` means
             ``max_macs_reduction = 1 - 1/s``.
@@ -814,8 +818,8 @@ class BasePruning:
 
         Returns:
             ``{kind: {"limit", "reached", "met", "why"}}`` for each of ``filters``, ``params``,
-            ``macs`` and ``latency`` (a ``target_speedup`` with a latency table) that has a limit
-            (shares of the original removed). A limit is met when the
+            ``macs`` and ``latency`` (with a latency table) that has a limit (shares of the original
+            removed). A limit is met when the
             distance left is smaller than the finest further step (one channel, or ``round_to``
             channels, of some group); otherwise ``why`` says what stopped the run short.
         """

@@ -118,11 +118,13 @@ def plan_layers(trace, deleted, zero: bool = False, shapes_only: bool = False, u
             continue
         variables = getattr(layer, "weights", [])  # raw keras.ops operations have none
         built = bool(variables) or getattr(layer, "built", True)
-        if shapes_only:
+        if shapes_only and variables:
             weights = {
                 name: np.broadcast_to(np.zeros(1, np.int8), tuple(v.shape))
                 for name, v in zip(weight_names(layer), variables)
             }
+        elif shapes_only:
+            weights = {}
         else:
             weights = layer_weights(layer) if variables else {}
         config = layer.get_config()

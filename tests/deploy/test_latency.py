@@ -86,3 +86,39 @@ def test_choose_round_to_measures_each_candidate():
     assert k in (1, 8) and set(table) == {1, 8}
     assert table[8]["macs"] < model_stats(_two_conv()).total_macs and all(v["ms"] > 0 for v in table.values())
     assert all(v["ms_per_gmac"] == pytest.approx(v["ms"] / v["macs"] * 1e9) for v in table.values())
+
+
+def test_a_token_model_is_exported_and_timed_with_token_ids():
+    """An Embedding's integer input gets token ids, not floats (the CLI's latency step failed on
+    LiteRT: "gather index out of bounds")."""
+    tokens = keras.Input((6,), dtype="int32")
+    hidden = keras.layers.Embedding(3, 8)(tokens)
+    model = randomize_weights(keras.Model(tokens, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(hidden))))
+    runtimes = ("keras", "onnx") + (() if missing_packages("litert") else ("litert",))
+    latency, exports = measure_deployed({"m": model}, runtimes, batch_sizes=(16,), rounds=1, budget=0.01, threads=1)
+    for runtime in runtimes:
+        assert latency["m"][runtime][16].median_ms > 0
+    for runtime in runtimes[1:]:
+        assert exports["m"][runtime].verification["kind"] == "outputs"
+
+
+def test_a_runtime_that_cannot_take_the_model_is_left_out_when_asked(monkeypatch):
+    import ridurre.deploy.latency as latency_module
+
+    real = latency_module.runtime_runner
+
+    def onnx_fails(model, runtime, *args, **kwargs):
+        if runtime == "onnx":
+            raise RuntimeError("No Op registered for Erfc with domain_version of 15\nmore")
+        return real(model, runtime, *args, **kwargs)
+
+    monkeypatch.setattr(latency_module, "runtime_runner", onnx_fails)
+    models = {"original": _two_conv(), "pruned": _two_conv((8, 16))}
+    with pytest.raises(RuntimeError, match="Erfc"):
+        measure_deployed(models, ("keras", "onnx"), batch_sizes=(1,), rounds=1, budget=0.01)
+    failed = {}
+    latency, exports = measure_deployed(
+        models, ("keras", "onnx"), batch_sizes=(1,), rounds=1, budget=0.01, failed=failed
+    )
+    assert failed == {"onnx": "RuntimeError: No Op registered for Erfc with domain_version of 15"}
+    assert all(sorted(latency[name]) == ["keras"] and exports[name] == {} for name in models)

@@ -129,3 +129,67 @@ def test_limits_shrink_heads_without_rounding_them():
     pruned, _ = pruner.run_pruning(model)
     assert min(_heads(pruned).values()) < 4  # round_to=8 would keep every layer's 4 heads
     assert pruner.history[0].macs >= pruner._original_cost["macs"] / 1.4 - 1  # the limit is never crossed
+
+
+def _masked_text_transformer():
+    """Token ids padded with 0: Embedding(mask_zero=True) puts a NotEqual op in the graph, whose mask
+    reaches the attention (and the mean), with a causal block after a bidirectional one."""
+    x = keras.Input((7,), dtype="int32")
+    h = L.Embedding(20, 12, mask_zero=True, name="embed")(x)
+    for i, causal in enumerate((False, True)):
+        a = L.MultiHeadAttention(3, 4, name=f"mha{i}")(h, h, use_causal_mask=causal)
+        h = L.Add()([h, a])
+        h = L.Add()([h, L.Dense(12, name=f"ffn{i}b")(L.Dense(16, activation="relu", name=f"ffn{i}a")(h))])
+    return keras.Model(x, L.Dense(2, name="head")(L.GlobalAveragePooling1D()(h)))
+
+
+def test_masked_causal_text_transformer_prunes_to_a_mac_limit_exactly():
+    model = randomize_weights(_masked_text_transformer(), seed=4)
+    tokens = np.random.default_rng(0).integers(0, 20, (16, 7)).astype("int32")
+    tokens[:, 5:] = 0  # padding
+    pruner = ridurre.Pruner(
+        "l1",
+        _compile,
+        pruning_factor=0.3,
+        head_pruning_factor=0.34,
+        target_speedup=2,  # the limit plans the MACs of candidate steps from shapes alone
+        maximum_prune_iterations=2,
+        verify="exact",
+    )
+    pruned, _ = pruner.run_pruning(model)
+    assert min(_heads(pruned).values()) < 3
+    assert pruner.history[-1].macs >= pruner._original_cost["macs"] / 2 - 1
+    assert pruned.get_layer("embed").output_dim < 12 and pruned.get_layer("embed").mask_zero
+    assert np.isfinite(np.asarray(pruned(tokens))).all()
+
+
+def _bert_like(t=8, vocabulary=20):
+    """keras.layers only: token and position embeddings (positions from a cumsum of the ids), a padding
+    attention mask built with keras.ops, post-norm blocks, a causal second block, the [CLS] token sliced."""
+    tokens = keras.Input((t,), dtype="int32")
+    positions = keras.ops.cumsum(keras.ops.ones_like(tokens), axis=1) - 1
+    h = L.Embedding(vocabulary, 12, name="tok")(tokens) + L.Embedding(t, 12, name="pos")(positions)
+    h = L.LayerNormalization(name="emb_ln")(h)
+    keep = keras.ops.not_equal(tokens, 0)
+    mask = keras.ops.logical_and(keep[:, None, :], keep[:, :, None])
+    for i in range(2):
+        a = L.MultiHeadAttention(3, 4, name=f"mha{i}")(h, h, attention_mask=mask, use_causal_mask=i == 1)
+        h = L.LayerNormalization(name=f"ln{i}a")(h + a)
+        f = L.Dense(20, activation="gelu", name=f"ffn{i}a")(h)
+        h = L.LayerNormalization(name=f"ln{i}b")(h + L.Dense(12, name=f"ffn{i}b")(f))
+    return keras.Model(tokens, L.Dense(2, name="cls")(L.Dense(8, activation="tanh", name="pooler")(h[:, 0, :])))
+
+
+def test_a_bert_like_model_of_keras_layers_prunes_heads_ffn_and_hidden_size():
+    model = randomize_weights(_bert_like(), seed=5)
+    pruner = ridurre.Pruner(
+        "l2", _compile, pruning_factor=0.3, head_pruning_factor=0.34, maximum_prune_iterations=1, verify="exact"
+    )
+    pruned, _ = pruner.run_pruning(model)
+    assert _heads(pruned) == {"mha0": 2, "mha1": 2}
+    assert pruned.get_layer("tok").output_dim == pruned.get_layer("pos").output_dim < 12
+    assert pruned.get_layer("ffn0a").units < 20 and pruned.get_layer("pooler").units < 8
+    assert pruner.history[0].inexact == ["tok"]  # the hidden size runs through the LayerNormalizations
+    tokens = np.random.default_rng(0).integers(1, 20, (4, 8)).astype("int32")
+    tokens[:, 6:] = 0
+    assert np.isfinite(np.asarray(pruned(tokens))).all()
