@@ -107,6 +107,16 @@ RIDURRE_VARIANTS = {
     "l1+group_lasso": ("l1", {}, (GroupLassoSparsity, {"alpha": 4.0})),
     "bn+slimming": ("bn_scale", {}, (BNScaleSparsity, {})),
 }
+# ridurre's method and Torch-Pruning's nearest one, compared seed by seed in the report
+COUNTERPARTS = {
+    "ridurre:l1": "tp:l1",
+    "ridurre:bn_scale": "tp:bn",
+    "ridurre:taylor": "tp:taylor",
+    "ridurre:random": "tp:random",
+    "ridurre:l1+group_lasso": "tp:group_sl",
+    "ridurre:bn+slimming": "tp:slim",
+    "ridurre:l1_producers": "tp:l1_first",
+}
 SCORES = "group"  # what ridurre's weight criteria score in this tree; recorded in every ridurre row
 
 
@@ -536,6 +546,24 @@ def report(rows, args) -> str:
                 cells.append(f"{wins}/{len(diffs)}, {100 * statistics.mean(diffs):+.2f}" if diffs else "-")
             out.append(f"| {method} | " + " | ".join(cells) + " |")
         out.append("")
+        pairs = [(m, COUNTERPARTS[m]) for m in methods if COUNTERPARTS.get(m) in methods]
+        if pairs:
+            out.append(
+                f"ridurre against Torch-Pruning's counterpart on the same trained network, seed by seed "
+                f"(ridurre wins / seeds, mean difference in points), {dataset}:\n"
+            )
+            out.append("| ridurre | Torch-Pruning | " + " | ".join(f"{lv}x" for lv in levels) + " |")
+            out.append("|---|---|" + "---:|" * len(levels))
+            for mine, theirs in pairs:
+                cells = []
+                for lv in levels:
+                    acc = {r["seed"]: r["accuracy"] for r in rs if r["method"] == mine and r["level"] == lv}
+                    other = {r["seed"]: r["accuracy"] for r in rs if r["method"] == theirs and r["level"] == lv}
+                    diffs = [acc[s] - other[s] for s in acc if s in other]
+                    wins = sum(d > 0 for d in diffs)
+                    cells.append(f"{wins}/{len(diffs)}, {100 * statistics.mean(diffs):+.2f}" if diffs else "-")
+                out.append(f"| {mine} | {theirs} | " + " | ".join(cells) + " |")
+            out.append("")
         out.append("Best of each tool (highest mean) per level:\n")
         for lv in levels:
             best = {}
