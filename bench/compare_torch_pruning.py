@@ -33,6 +33,9 @@ Methods are ``tool:name``:
   ``--sparse-epochs`` epochs of ``ridurre.pruning.sparse.GroupLassoSparsity(--ridurre-sparse-strength,
   alpha=4)`` / ``BNScaleSparsity(--ridurre-sparse-strength)`` on the same extra batches as
   Torch-Pruning's ``slim`` and ``group_sl``;
+- ``ridurre:l1_bn_folded``: an experiment registered by this script (``BNFoldedL1Criterion``), the
+  group L1 with the following BN folded into the producers' filters (measured, not better: see
+  BENCHMARKS.md);
 - ``tp:<name>``: Torch-Pruning 1.6.1's ``BasePruner`` (``iterative_steps=steps``, the final
   classifier ignored) with ``l1``/``l2`` (``MagnitudeImportance``: group score over the
   convolution's filters, the BatchNorm's gamma and the next layer's input weights, mean-reduced
@@ -89,10 +92,32 @@ import numpy as np  # noqa: E402
 import twin_networks as tn  # noqa: E402
 
 from ridurre import Pruner  # noqa: E402
-from ridurre.criteria import canonical_name, criterion_class  # noqa: E402
+from ridurre.criteria import L1Criterion, canonical_name, criterion_class, register_criterion  # noqa: E402
+from ridurre.criteria import scores as criterion_scores  # noqa: E402
 from ridurre.metrics import model_stats  # noqa: E402
 from ridurre.pruning.schedules import polynomial_decay  # noqa: E402
 from ridurre.pruning.sparse import BNScaleSparsity, GroupLassoSparsity  # noqa: E402
+
+
+@register_criterion
+class BNFoldedL1Criterion(L1Criterion):
+    """An experiment (not in the library): the group L1 with the BatchNorm after each producer
+    folded into its filters first (each row times |gamma| / sqrt(moving variance + epsilon)), so
+    that the producer member is no longer the scale-free filter norm. For these twin networks
+    only: every BN of a group normalizes the group's channels in order."""
+
+    name = "l1_bn_folded"
+    description = "bench experiment: group L1 with the following BN folded into the producers' filters"
+
+    def score(self, view):
+        fold = np.ones(view.size)
+        for member in view.members(("norm",)):
+            layer = view.model.get_layer(member.path)
+            variance = keras.ops.convert_to_numpy(layer.moving_variance)
+            fold = fold * np.abs(member.matrix[:, 0]) / np.sqrt(variance + layer.epsilon)
+        mats = [m.matrix * fold[:, None] if m.role == "producer" else m.matrix for m in view.members()]
+        return criterion_scores.magnitude_scores(mats, p=1, reduction=self.reduction)
+
 
 TP_METHODS = ("l1", "l2", "l1_first", "bn", "random", "taylor", "fpgm", "slim", "group_sl")
 DEFAULT_METHODS = (
