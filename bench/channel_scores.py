@@ -41,6 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import twin_networks as tn  # noqa: E402
 
@@ -101,9 +102,9 @@ def tn_example(arch):
     return torch.zeros((1, arch.input_shape[-1]) + tuple(arch.input_shape[:-1]))
 
 
-def ridurre_scores(kmodel, criterion):
+def ridurre_scores(kmodel, criterion, **options):
     """ridurre's scores of each conv group, in conv order (the first producer names the group)."""
-    pruner = Pruner(criterion, tn.keras_compile)
+    pruner = Pruner(criterion, tn.keras_compile, criterion_options=options or None)
     by_name = {group.producers[0]: scores for group, scores in pruner.score_groups(kmodel)}
     return [by_name[f"conv{i}"] for i in range(len(by_name))]
 
@@ -150,9 +151,19 @@ def analyse(arch, data, seed, base_epochs):
     tn.torch_to_keras(tmodel, kmodel)
     hurt = damage(tmodel, data)
     convs, norms, consumers = layers_of(tmodel)
+    sample = {
+        "data": data.x_train[:512],
+        "labels": data.y_train[:512],
+        "batch_size": 64,
+        "loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    }
     scores = {
-        "ridurre l1": ridurre_scores(kmodel, "l1"),
+        "ridurre l1 (group, mean)": ridurre_scores(kmodel, "l1"),
+        **{f"ridurre l1 (group, {r})": ridurre_scores(kmodel, "l1", reduction=r) for r in ("sum", "max", "prod")},
+        "ridurre l2 (group, mean)": ridurre_scores(kmodel, "l2"),
+        "ridurre l1, scope=producers (0.0.2)": ridurre_scores(kmodel, "l1", scope="producers"),
         "ridurre bn": ridurre_scores(kmodel, "bn"),
+        "ridurre taylor (512 examples)": ridurre_scores(kmodel, "taylor", **sample),
         "tp l1 (group)": tp_scores(copy.deepcopy(tmodel), arch),
         "tp l1_first": tp_scores(copy.deepcopy(tmodel), arch, group_reduction="first", normalizer=None),
         "filter L1 at initialization": initial,

@@ -22,8 +22,20 @@ Methods are ``tool:name``:
 
 - ``ridurre:<criterion>``: ``ridurre.Pruner(<criterion>, ..., target_speedup=level,
   maximum_prune_iterations=steps)``, for ANY registered criterion (``l1``, ``l2``, ``bn``,
-  ``random``, ``kmeans``, ``apoz``... and the ones registered later); a criterion needing data
+  ``random``, ``kmeans``, ``taylor``, ``hrank``... and the ones registered later) with its
+  defaults: the weight criteria score the whole coupled group (the producing convolution's
+  filters, the BN affine, the next layer's input weights; mean-reduced); a criterion needing data
   gets a training sample through the constructor arguments it declares (``data``, ``labels``);
+- ``ridurre:l1_producers``, ``ridurre:bn_producers``: ridurre 0.0.2's producer-only scores
+  (``scope="producers"``), what ``ridurre:l1`` and ``ridurre:bn`` meant before issue 12's group
+  importance (the rows of ``bench/results/tp_mnist1d.jsonl`` and ``tp_digits.jsonl``);
+- ``ridurre:l1+group_lasso``, ``ridurre:bn+slimming``: group L1 / BN scale after
+  ``--sparse-epochs`` epochs of ``ridurre.pruning.sparse.GroupLassoSparsity(--ridurre-sparse-strength,
+  alpha=4)`` / ``BNScaleSparsity(--ridurre-sparse-strength)`` on the same extra batches as
+  Torch-Pruning's ``slim`` and ``group_sl``;
+- ``ridurre:l1_bn_folded``: an experiment registered by this script (``BNFoldedL1Criterion``), the
+  group L1 with the following BN folded into the producers' filters (measured, not better: see
+  BENCHMARKS.md);
 - ``tp:<name>``: Torch-Pruning 1.6.1's ``BasePruner`` (``iterative_steps=steps``, the final
   classifier ignored) with ``l1``/``l2`` (``MagnitudeImportance``: group score over the
   convolution's filters, the BatchNorm's gamma and the next layer's input weights, mean-reduced
@@ -80,15 +92,57 @@ import numpy as np  # noqa: E402
 import twin_networks as tn  # noqa: E402
 
 from ridurre import Pruner  # noqa: E402
-from ridurre.criteria import canonical_name, criterion_class  # noqa: E402
+from ridurre.criteria import L1Criterion, canonical_name, criterion_class, register_criterion  # noqa: E402
+from ridurre.criteria import scores as criterion_scores  # noqa: E402
 from ridurre.metrics import model_stats  # noqa: E402
 from ridurre.pruning.schedules import polynomial_decay  # noqa: E402
+from ridurre.pruning.sparse import BNScaleSparsity, GroupLassoSparsity  # noqa: E402
+
+
+@register_criterion
+class BNFoldedL1Criterion(L1Criterion):
+    """An experiment (not in the library): the group L1 with the BatchNorm after each producer
+    folded into its filters first (each row times |gamma| / sqrt(moving variance + epsilon)), so
+    that the producer member is no longer the scale-free filter norm. For these twin networks
+    only: every BN of a group normalizes the group's channels in order."""
+
+    name = "l1_bn_folded"
+    description = "bench experiment: group L1 with the following BN folded into the producers' filters"
+
+    def score(self, view):
+        fold = np.ones(view.size)
+        for member in view.members(("norm",)):
+            layer = view.model.get_layer(member.path)
+            variance = keras.ops.convert_to_numpy(layer.moving_variance)
+            fold = fold * np.abs(member.matrix[:, 0]) / np.sqrt(variance + layer.epsilon)
+        mats = [m.matrix * fold[:, None] if m.role == "producer" else m.matrix for m in view.members()]
+        return criterion_scores.magnitude_scores(mats, p=1, reduction=self.reduction)
+
 
 TP_METHODS = ("l1", "l2", "l1_first", "bn", "random", "taylor", "fpgm", "slim", "group_sl")
 DEFAULT_METHODS = (
-    "ridurre:l1,ridurre:bn,ridurre:random,ridurre:kmeans,"
-    "tp:l1,tp:l1_first,tp:bn,tp:random,tp:taylor,tp:slim,tp:group_sl"
+    "ridurre:l1,ridurre:bn,ridurre:taylor,ridurre:random,ridurre:l1+group_lasso,ridurre:bn+slimming,"
+    "tp:l1,tp:bn,tp:taylor,tp:random,tp:slim,tp:group_sl"
 )
+# ridurre methods that are a registered criterion with options, or sparse training before it:
+# name -> (criterion, criterion options, sparse-training callback class and its options or None)
+RIDURRE_VARIANTS = {
+    "l1_producers": ("l1", {"scope": "producers"}, None),
+    "bn_producers": ("bn_scale", {"scope": "producers"}, None),
+    "l1+group_lasso": ("l1", {}, (GroupLassoSparsity, {"alpha": 4.0})),
+    "bn+slimming": ("bn_scale", {}, (BNScaleSparsity, {})),
+}
+# ridurre's method and Torch-Pruning's nearest one, compared seed by seed in the report
+COUNTERPARTS = {
+    "ridurre:l1": "tp:l1",
+    "ridurre:bn_scale": "tp:bn",
+    "ridurre:taylor": "tp:taylor",
+    "ridurre:random": "tp:random",
+    "ridurre:l1+group_lasso": "tp:group_sl",
+    "ridurre:bn+slimming": "tp:slim",
+    "ridurre:l1_producers": "tp:l1_first",
+}
+SCORES = "group"  # what ridurre's weight criteria score in this tree; recorded in every ridurre row
 
 
 def log(message: str) -> None:
@@ -100,7 +154,9 @@ def parse_methods(text: str) -> list[str]:
     methods = []
     for item in filter(None, (s.strip() for s in text.split(","))):
         tool, _, name = item.partition(":")
-        if tool == "ridurre":
+        if tool == "ridurre" and name in RIDURRE_VARIANTS:
+            methods.append(item)
+        elif tool == "ridurre":
             methods.append(f"ridurre:{canonical_name(name)}")  # ValueError lists the registered criteria
         elif tool == "tp" and name in TP_METHODS:
             methods.append(item)
@@ -236,13 +292,28 @@ def criterion_options(name, data, sample=512):
     for key in ("labels", "targets", "y"):
         if key in params:
             options[key] = data.y_train[:sample]
+    if "loss" in params:  # the base copied from torch is not compiled; gradients of the logits' loss
+        options["loss"] = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if "batch_size" in params:  # Torch-Pruning's Taylor: 8 batches of 64
+        options["batch_size"] = 64
     return options
 
 
-def run_ridurre(criterion, base, data, arch, level, sparsity, args, seed, trained):
+def run_ridurre(method, base, data, arch, level, sparsity, args, seed, trained):
     """Prune ``base`` (Keras) with ridurre's loop; returns accuracy, widths, accuracy after each
     pruning step (before its finetune) and the seconds spent outside the finetunes."""
+    criterion, options, sparse = RIDURRE_VARIANTS.get(method, (method, {}, None))
+    options = {**(criterion_options(criterion, data) or {}), **options} or None
     after_prune, finetuning = [], []
+    if sparse is not None:  # sparse training first, on the extra batches Torch-Pruning's slim/group_sl use
+        callback, callback_options = sparse
+        base = keras_copy(base)
+        tn.keras_compile(base)
+        keras.utils.set_random_seed(seed)
+        tn.keras_train(
+            base, data, 0, args.sparse_epochs, seed + 10_000,
+            callbacks=[callback(args.ridurre_sparse_strength, **callback_options)],
+        )  # fmt: skip
 
     def finetune(model, initial_epoch, end_epoch):
         start = time.perf_counter()
@@ -261,12 +332,12 @@ def run_ridurre(criterion, base, data, arch, level, sparsity, args, seed, traine
         finetune,
         args.finetune_epochs,
         trained,
-        criterion_options(criterion, data),
+        options,
     )
     pruned, _ = pruner.run_pruning(base, ridurre_schedule(sparsity, args.steps))
     pruning = time.perf_counter() - start - sum(finetuning)
     if len(pruner.history) != args.steps:
-        raise RuntimeError(f"ridurre:{criterion} stopped after {len(pruner.history)} of {args.steps} steps")
+        raise RuntimeError(f"ridurre:{method} stopped after {len(pruner.history)} of {args.steps} steps")
     return tn.keras_accuracy(pruned, data), tn.keras_widths(pruned), after_prune, pruning
 
 
@@ -350,10 +421,19 @@ def train_bases(arch, data, seed, args):
     return tbase, kbase, info
 
 
+LEGACY_NAMES = {"ridurre:l1": "ridurre:l1_producers", "ridurre:bn_scale": "ridurre:bn_producers"}
+
+
 def done_runs(path):
+    """The runs already in ``path``. ridurre rows without ``scores`` were measured before the
+    group-level criteria (ridurre 0.0.2's producer-only ``l1`` and ``bn``): they are read under
+    their producer-only names, never as the group-level methods."""
     if not path or not Path(path).exists():
         return set(), []
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    for r in rows:
+        if "scores" not in r and r["method"] in LEGACY_NAMES:
+            r["method"] = LEGACY_NAMES[r["method"]]
     return {(r["dataset"], r["seed"], r["level"], r["method"]) for r in rows}, rows
 
 
@@ -421,6 +501,8 @@ def compare(args):
                     start=args.start,
                     load=os.getloadavg()[0],
                 )
+                if tool == "ridurre":
+                    row["scores"] = SCORES
                 if abs(row["speedup"] / level - 1) > args.macs_tolerance:
                     raise RuntimeError(f"{method} at {level}x reached {row['speedup']:.3f}x: MACs not matched")
                 append(args.results, row)
@@ -489,6 +571,24 @@ def report(rows, args) -> str:
                 cells.append(f"{wins}/{len(diffs)}, {100 * statistics.mean(diffs):+.2f}" if diffs else "-")
             out.append(f"| {method} | " + " | ".join(cells) + " |")
         out.append("")
+        pairs = [(m, COUNTERPARTS[m]) for m in methods if COUNTERPARTS.get(m) in methods]
+        if pairs:
+            out.append(
+                f"ridurre against Torch-Pruning's counterpart on the same trained network, seed by seed "
+                f"(ridurre wins / seeds, mean difference in points), {dataset}:\n"
+            )
+            out.append("| ridurre | Torch-Pruning | " + " | ".join(f"{lv}x" for lv in levels) + " |")
+            out.append("|---|---|" + "---:|" * len(levels))
+            for mine, theirs in pairs:
+                cells = []
+                for lv in levels:
+                    acc = {r["seed"]: r["accuracy"] for r in rs if r["method"] == mine and r["level"] == lv}
+                    other = {r["seed"]: r["accuracy"] for r in rs if r["method"] == theirs and r["level"] == lv}
+                    diffs = [acc[s] - other[s] for s in acc if s in other]
+                    wins = sum(d > 0 for d in diffs)
+                    cells.append(f"{wins}/{len(diffs)}, {100 * statistics.mean(diffs):+.2f}" if diffs else "-")
+                out.append(f"| {mine} | {theirs} | " + " | ".join(cells) + " |")
+            out.append("")
         out.append("Best of each tool (highest mean) per level:\n")
         for lv in levels:
             best = {}
@@ -525,6 +625,7 @@ def main(argv=None):
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--sparse-epochs", type=int, default=3)
     parser.add_argument("--sparse-reg", type=float, default=5e-4)
+    parser.add_argument("--ridurre-sparse-strength", type=float, default=1e-2, help="of ridurre's sparse callbacks")
     parser.add_argument("--taylor-batches", type=int, default=8)
     parser.add_argument("--mnist1d-samples", type=int, default=5000, help="generated examples (80 %% train)")
     parser.add_argument("--train-limit", type=int, default=0, help="use only this many training examples")

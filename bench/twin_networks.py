@@ -148,11 +148,21 @@ def keras_compile(model: keras.Model, lr: float = 1e-3) -> None:
     )
 
 
-def keras_train(model, data: Dataset, first_epoch: int, end_epoch: int, seed: int, batch_size: int = 64):
+def keras_train(
+    model, data: Dataset, first_epoch: int, end_epoch: int, seed: int, batch_size: int = 64, callbacks=None
+):
     """Train epochs ``first_epoch .. end_epoch - 1`` on the shared batch order (one ``fit`` per epoch)."""
     for epoch in range(first_epoch, end_epoch):
         order = batch_order(seed, epoch, len(data.x_train))
-        model.fit(data.x_train[order], data.y_train[order], batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+        model.fit(
+            data.x_train[order],
+            data.y_train[order],
+            batch_size=batch_size,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+            callbacks=callbacks,
+        )
 
 
 def keras_accuracy(model, data: Dataset) -> float:
