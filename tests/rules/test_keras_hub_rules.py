@@ -96,3 +96,39 @@ def test_patch_embedding_stems(name):
     model = randomize_weights(keras.Model(x, y), 4)
     pruned = _delete_equals_zero(model, layer=stem.name, channels=(0, 5, 9))
     assert pruned.get_layer(stem.name).hidden_dim == 13
+
+
+@pytest.mark.parametrize("tie_weights", [True, False])
+@pytest.mark.parametrize("reverse", [True, False])
+def test_reversible_embedding_prunes_the_hidden_dim_of_both_uses(tie_weights, reverse):
+    """The hidden dimension of a tied (or untied) embedding is one group with the layers that
+    produce the reverse call's input; the vocabulary logits stay."""
+    cls = _class("modeling.reversible_embedding.ReversibleEmbedding")
+    x = keras.Input((None,), dtype="int32")
+    embedding = cls(20, 8, tie_weights=tie_weights, name="embedding")
+    h = keras.layers.Dense(8, name="mixer")(embedding(x))
+    y = embedding(h, reverse=True) if reverse else keras.layers.Dense(3, name="head")(h)
+    model = randomize_weights(keras.Model(x, y), 5)
+    groups = channel_groups(model)
+    hidden = next(g for g in groups if "embedding" in g.producers)
+    assert hidden.prunable and hidden.size == 8
+    assert ("mixer" in hidden.producers) == reverse
+    if reverse:
+        assert not next(g for g in groups if g.producers == ("embedding:logits",)).prunable
+    pruned, zeroed = delete_channels(model, "embedding", [1, 4, 6]), zero_channels(model, "embedding", [1, 4, 6])
+    xs = np.random.default_rng(0).integers(0, 20, size=(3, 7))
+    np.testing.assert_allclose(np.asarray(pruned(xs)), np.asarray(zeroed(xs)), rtol=1e-5, atol=1e-5)
+    table = pruned.get_layer("embedding")
+    assert table.output_dim == 5 and tuple(table.embeddings.shape) == (20, 5)
+    if not tie_weights:
+        assert tuple(table.reverse_embeddings.shape) == (5, 20)
+
+
+def test_reversible_embedding_refuses_a_reverse_call_first():
+    cls = _class("modeling.reversible_embedding.ReversibleEmbedding")
+    x = keras.Input((6, 8))
+    embedding = cls(20, 8, name="embedding")
+    logits = embedding(keras.layers.Dense(8, name="mixer")(x), reverse=True)
+    y = keras.layers.Dense(2, name="head")(embedding(keras.ops.argmax(logits, axis=-1)))
+    group = next(g for g in channel_groups(keras.Model(x, y)) if "mixer" in g.producers)
+    assert not group.prunable and "reverse call" in group.reason
