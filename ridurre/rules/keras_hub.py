@@ -7,10 +7,12 @@ against the table when it meets one, and a class that keras-hub moves or renames
 matched, so its channels stay unprunable (never wrongly pruned). Classes are matched exactly.
 
 Covered: the RMS norms of Llama (``x * scale``) and Gemma (``x * (1 + scale)``), DINOv2's
-``LayerScale``, MiT's ``DropPath``, ``PositionEmbedding``, and the patch-embedding stems of ViT,
-DeiT and DINOv2 (every weight ends with the hidden size). Layers that need the attention and
-embedding rules (``ReversibleEmbedding``, ``RotaryEmbedding``, ``CachedMultiHeadAttention``, the
-model-specific attention layers) are not covered yet.
+``LayerScale``, MiT's ``DropPath``, ``PositionEmbedding``, ``ReversibleEmbedding`` (tied or
+untied: the hidden dimension is one group with the input of its reverse call), and the
+patch-embedding stems of ViT, DeiT and DINOv2 (every weight ends with the hidden size).
+MiT's hand-written attention is recorded as a ``MultiHeadAttention`` stand-in
+(:mod:`ridurre.graph.standins`); the attention of keras-hub's decoders (rotary embeddings,
+``CachedMultiHeadAttention``, Llama's and Gemma's attention layers) is not covered yet.
 """
 
 from __future__ import annotations
@@ -231,7 +233,6 @@ _LAYERS = "keras_hub.src.layers.modeling"
 
 KERAS_HUB_RULES: dict[str, LayerRule] = {
     f"{_LAYERS}.reversible_embedding.ReversibleEmbedding": ReversibleEmbeddingRule(),
-    "keras.src.layers.core.reversible_embedding.ReversibleEmbedding": ReversibleEmbeddingRule(),
     f"{_MODELS}.llama.llama_layernorm.LlamaLayerNorm": KerasHubRMSNormRule(),
     f"{_MODELS}.gemma.rms_normalization.RMSNormalization": KerasHubRMSNormRule(offset=1.0),
     f"{_MODELS}.dinov2.dinov2_layers.DINOV2LayerScale": KerasHubLayerScaleRule("lambda1", size_key="hidden_dim"),

@@ -128,6 +128,20 @@ def test_raw_ops_split_on_the_channel_axis():
         delete_channels(model, "c", [0, 1, 2])
 
 
+def test_raw_reshape_that_keeps_the_channels_last():
+    """MiT's ``ops.reshape(x, (-1, H * W, C))``: channels pass through, the target follows them."""
+    x = keras.Input((4, 4, 2))
+    h = L.Conv2D(8, 1, name="c")(x)
+    flat = keras.ops.reshape(h, (-1, 16, 8))
+    out = L.Dense(2, name="out")(L.GlobalAveragePooling1D()(L.Dense(5, name="d")(flat)))
+    model = randomize_weights(keras.Model(x, out))
+    assert _groups(model)[("c",)].prunable
+    pruned = delete_channels(model, "c", [0, 4, 7])
+    assert pruned.get_layer("d").kernel.shape == (5, 5)
+    xs = random_inputs(model, np.random.default_rng(3))
+    assert_close(predict(pruned, xs), predict(zero_channels(model, "c", [0, 4, 7]), xs))
+
+
 @pytest.mark.parametrize(
     "make, reason",
     [
@@ -141,8 +155,23 @@ def test_raw_ops_split_on_the_channel_axis():
         (lambda h: keras.ops.log(h), "no rule for Log"),
         (lambda h: keras.ops.transpose(h, (0, 2, 1)), "moves the channel axis"),
         (lambda h: keras.ops.clip(h, np.zeros(6, "float32"), 1.0), "array"),
+        (lambda h: keras.ops.reshape(h, (-1, 5, 2, 3)), "does not keep"),
+        (lambda h: keras.ops.reshape(h, (2, 5, 6)), "keeps the batch axis"),
     ],
-    ids=["return_state", "merge_none", "td_lambda", "getitem", "pad", "mean", "split_axis", "log", "transpose", "clip"],
+    ids=[
+        "return_state",
+        "merge_none",
+        "td_lambda",
+        "getitem",
+        "pad",
+        "mean",
+        "split_axis",
+        "log",
+        "transpose",
+        "clip",
+        "reshape_heads",
+        "reshape_batch",
+    ],
 )
 def test_what_the_rules_refuse(make, reason):
     x = keras.Input((5, 3))
