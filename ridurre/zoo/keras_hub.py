@@ -18,7 +18,7 @@ import numpy as np
 from ridurre import _compat
 from ridurre.rules.keras_hub import DERIVED_CONFIG_KEYS
 
-__all__ = ["HUB_ZOO", "TEXT_MODELS", "custom_objects", "hub_backbone", "hub_classifier", "hub_inputs"]
+__all__ = ["HUB_ZOO", "TEXT_MODELS", "custom_objects", "hub_backbone", "hub_classifier", "hub_inputs", "with_head"]
 
 TEXT_MODELS = ("bert", "gpt2", "llama", "gemma")
 """The text backbones of :data:`HUB_ZOO` (token inputs)."""
@@ -213,9 +213,23 @@ def hub_classifier(name: str, num_classes: int = 3, dtype: str | None = None):
         >>> model.output.shape  # doctest: +SKIP
         (None, 3)
     """
+    return with_head(hub_backbone(name, dtype=dtype), num_classes, dtype=dtype, name=f"{name}_classifier")
+
+
+def with_head(backbone, num_classes: int = 3, dtype: str | None = None, name: str | None = None):
+    """``inputs -> backbone -> global average pooling -> Dense(num_classes)`` for any keras-hub
+    backbone (a text backbone's ``sequence_output`` is pooled), so that the backbone's last
+    channels are internal, as in a task model.
+
+    Example:
+        >>> import keras
+        >>> x = keras.Input((4, 4, 3))
+        >>> backbone = keras.Model(x, keras.layers.Conv2D(5, 1)(x))
+        >>> with_head(backbone, 2).output.shape
+        (None, 2)
+    """
     import keras
 
-    backbone = hub_backbone(name, dtype=dtype)
     inputs = {k: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=k) for k, t in _named_inputs(backbone)}
     outputs = backbone(keras.tree.pack_sequence_as(_compat.inputs_structure(backbone), list(inputs.values())))
     if isinstance(outputs, dict):
@@ -225,7 +239,8 @@ def hub_classifier(name: str, num_classes: int = 3, dtype: str | None = None):
     else:
         pooled = keras.layers.GlobalAveragePooling1D(name="pool", dtype=dtype)(outputs)
     head = keras.layers.Dense(num_classes, name="head", dtype=dtype)(pooled)
-    return keras.Model(inputs if len(inputs) > 1 else next(iter(inputs.values())), head, name=f"{name}_classifier")
+    model_inputs = inputs if len(inputs) > 1 else next(iter(inputs.values()))
+    return keras.Model(model_inputs, head, name=name or f"{backbone.name}_classifier")
 
 
 def _named_inputs(model):
