@@ -15,8 +15,8 @@ target is a ratio of at most 1.5.
 ``memory``: a GPT-2 decoder backbone built from constructor arguments (default: GPT-2 medium's
 sizes, about 355 M parameters, random weights, float32) with a pooling and a 2-class head,
 inlined, traced and pruned (30 % of every prunable group) in this process. Reports the resident
-set size after importing, after building, and its peak over the whole run (``ru_maxrss``), against the budget "original + pruned copy":
-the RSS after building plus the pruned model's weights (4 bytes a parameter). Times of each step.
+set size after importing, after building, and its peak over the whole run (``ru_maxrss``),
+against the budget "original + pruned copy": the RSS after building plus the pruned model's weights (4 bytes a parameter). Times of each step.
 Output is markdown.
 """
 
