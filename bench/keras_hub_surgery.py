@@ -16,7 +16,8 @@ target is a ratio of at most 1.5.
 sizes, about 355 M parameters, random weights, float32) with a pooling and a 2-class head,
 inlined, traced and pruned (30 % of every prunable group) in this process. Reports the resident
 set size after importing, after building, and its peak over the whole run (``ru_maxrss``),
-against the budget "original + pruned copy": the RSS after building plus the pruned model's weights (4 bytes a parameter). Times of each step.
+against the budget "original + pruned copy": the RSS after building plus the pruned model's
+weights (4 bytes a parameter). Times of each step.
 Output is markdown.
 """
 
@@ -156,8 +157,7 @@ def run_memory(args):
     budget = original + 4 * kept
     peak = _peak()
     print(
-        f"GPT-2 backbone: {params:,} parameters -> {kept:,} after pruning {args.fraction:.0%} of "
-        f"{len(picks)} groups\n"
+        f"GPT-2 backbone: {params:,} parameters -> {kept:,} after pruning {args.fraction:.0%} of {len(picks)} groups\n"
     )
     print("| step | RSS MB | step s |")
     print("|---|---:|---:|")
