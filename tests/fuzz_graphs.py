@@ -330,6 +330,7 @@ KINDS = [
     Kind("Squeeze", any_rank, _expand_squeeze, op=True),
     Kind("Transpose", rank(4, 5), _transpose_op, op=True),
     Kind("Reshape", rank(3, 4, 5), _reshape_op, op=True),
+    Kind("Repeat", rank(3, 4, 5, at_most=8), lambda draw, x: ops.repeat(x, 2, axis=1), op=True),
 ]
 """Every kind of layer the generator draws from (see the module docstring to add one)."""
 

@@ -52,7 +52,7 @@ from ridurre.graph._recording import (
 )
 from ridurre.graph.composite import is_composite, record_refusal
 from ridurre.graph.layers import CausalMask
-from ridurre.graph.standins import STANDINS
+from ridurre.graph.standins import STANDINS, layer_standin
 from ridurre.graph.trace import check_model
 from ridurre.rules.keras_hub import class_path
 
@@ -396,7 +396,12 @@ class _Inliner:
     def _standin(self, layer):
         """A savable copy of a weightless Keras layer that cannot be saved itself but whose
         constructor takes only the base Layer arguments (keras-hub builds
-        ``Identity(dtype=<policy>)``), or ``None``: it stands in the recorded graph for the layer."""
+        ``Identity(dtype=<policy>)``), a copy from :data:`ridurre.graph.standins.LAYER_STANDINS`,
+        or ``None``: it stands in the recorded graph for the layer."""
+        leaf = layer_standin(layer, class_path(type(layer)))
+        if leaf is not None:
+            self.replaced.update(id(v) for v in layer.weights)
+            return leaf
         if layer.weights or _compat.builtin_kind(type(layer)) != "layer" or self._saving_problem(layer) is None:
             return None
         parameters = inspect.signature(type(layer).__init__).parameters.values()

@@ -29,6 +29,7 @@ __all__ = [
     "PatchEmbeddingRule",
     "KerasHubRMSNormRule",
     "ReversibleEmbeddingRule",
+    "RotaryRule",
     "class_path",
 ]
 
@@ -226,6 +227,47 @@ class ReversibleEmbeddingRule(EmbeddingRule):
         if "reverse_embeddings" in weights:
             rows.append(np.asarray(weights["reverse_embeddings"]))
         return np.concatenate(rows, axis=1)
+
+
+class RotaryRule(LayerRule):
+    """Rotary position embedding over the last axis (ridurre's
+    :class:`~ridurre.graph.layers.RotaryEmbedding`, the stand-in for keras-hub's): feature ``j``
+    and ``j + d/2`` are rotated together, so they are one channel (head dimensions are pruned in
+    rotation pairs), and the kept pairs keep their own frequencies (the config's
+    ``inverse_frequencies`` is sliced). Zeroed pairs stay zero: the rotation mixes only a pair.
+
+    Example:
+        >>> class Layer:
+        ...     def frequencies(self, width):
+        ...         return [1.0, 0.1, 0.01]
+        >>> keep = np.array([True, False, True] * 2)
+        >>> RotaryRule().slice(Layer(), {}, {}, keep, keep)[0]["inverse_frequencies"]
+        [1.0, 0.01]
+    """
+
+    channel_dependent = True
+    cost = "other"
+
+    def propagate(self, layer, in_layouts, in_shapes, out_shapes, ctx):
+        if len(in_layouts) != 1 or len(out_shapes) != 1:
+            raise Unsupported("expected one input and one output")
+        shape = in_shapes[0]
+        width = shape[-1]
+        if width is None or width % 2 or layer.sequence_axis % (len(shape) + 1) in (0, len(shape)):
+            raise Unsupported("expected an even number of features on the last axis, positions on another")
+        layout = np.asarray(in_layouts[0])
+        ctx.union(layout[: width // 2], layout[width // 2 :])
+        return [layout]
+
+    def slice(self, layer, config, weights, in_keep, out_keep):
+        keep = in_keep if in_keep is not None else out_keep
+        if keep is None:
+            return config, weights
+        half = len(keep) // 2
+        if not np.array_equal(keep[:half], keep[half:]):
+            raise Unsupported("the two features of a rotation pair are kept or removed together")
+        frequencies = layer.frequencies(len(keep))
+        return {**config, "inverse_frequencies": [f for f, k in zip(frequencies, keep[:half]) if k]}, weights
 
 
 _MODELS = "keras_hub.src.models"

@@ -16,7 +16,7 @@ import numpy as np
 
 from ridurre.rules.base import LayerRule, PassThroughRule, Unsupported, channels_last, is_last_axis, prod
 
-__all__ = ["SplitOpRule", "PadOpRule", "GetItemOpRule", "ReduceOpRule", "ReshapeOpRule", "UnaryOpRule"]
+__all__ = ["SplitOpRule", "PadOpRule", "GetItemOpRule", "ReduceOpRule", "ReshapeOpRule", "RepeatOpRule", "UnaryOpRule"]
 
 
 def _rank(in_shapes):
@@ -107,6 +107,29 @@ class ReshapeOpRule(LayerRule):
         if in_keep is None:
             return config, weights
         return {**config, "newshape": tuple(config["newshape"])[:-1] + (int(np.count_nonzero(in_keep)),)}, weights
+
+
+class RepeatOpRule(LayerRule):
+    """``keras.ops.repeat`` along an axis other than the channel axis (grouped-query attention
+    repeats its key/value heads): the channels pass through.
+
+    Example:
+        >>> import keras, ridurre
+        >>> x = keras.Input((5, 2, 4))
+        >>> h = keras.layers.Dense(6, name="kv")(x)
+        >>> y = keras.layers.Dense(2)(keras.layers.Flatten()(keras.ops.repeat(h, 2, axis=2)))
+        >>> [(g.producers, g.prunable) for g in ridurre.channel_groups(keras.Model(x, y))][1]
+        (('kv',), True)
+    """
+
+    cost = "free"
+
+    def propagate(self, layer, in_layouts, in_shapes, out_shapes, ctx):
+        if len(in_layouts) != 1:
+            raise Unsupported("expected one input")
+        if layer.axis is None or is_last_axis(layer.axis, len(in_shapes[0])):
+            raise Unsupported(f"axis={layer.axis} repeats the channels")
+        return [in_layouts[0]]
 
 
 class PadOpRule(LayerRule):

@@ -23,7 +23,7 @@ from ridurre.rules.attention import GroupedQueryAttentionRule, MultiHeadAttentio
 from ridurre.rules.base import ConfigView, LayerRule, PassThroughRule
 from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, EmbeddingRule, SeparableRule
 from ridurre.rules.einsum import EinsumDenseRule, EinsumOpRule
-from ridurre.rules.keras_hub import KERAS_HUB_RULES, ReversibleEmbeddingRule, class_path
+from ridurre.rules.keras_hub import KERAS_HUB_RULES, ReversibleEmbeddingRule, RotaryRule, class_path
 from ridurre.rules.merge import ConcatenateRule, DivisionRule, ElementwiseOpRule, MergeRule
 from ridurre.rules.norm import (
     BatchNormRule,
@@ -35,7 +35,15 @@ from ridurre.rules.norm import (
     check_activation,
     check_softmax_axis,
 )
-from ridurre.rules.ops import GetItemOpRule, PadOpRule, ReduceOpRule, ReshapeOpRule, SplitOpRule, UnaryOpRule
+from ridurre.rules.ops import (
+    GetItemOpRule,
+    PadOpRule,
+    ReduceOpRule,
+    RepeatOpRule,
+    ReshapeOpRule,
+    SplitOpRule,
+    UnaryOpRule,
+)
 from ridurre.rules.recurrent import BidirectionalRule, RecurrentRule, TimeDistributedRule
 from ridurre.rules.shape import (
     FlattenRule,
@@ -199,6 +207,7 @@ def _add_shape_and_unary_ops(table: dict[str, LayerRule]) -> None:
     table["Concatenate"] = ConcatenateRule()
     table["Pad"] = PadOpRule()
     table["Reshape"] = ReshapeOpRule()
+    table["Repeat"] = RepeatOpRule()
     table["GetItem"] = GetItemOpRule()
     table["Resize"] = PassThroughRule()
     for name in ("StopGradient", "Copy"):
@@ -333,6 +342,7 @@ def _registered_name(cls) -> str | None:
 _CLASS_PATH_RULES: dict[str, LayerRule] = {
     **KERAS_HUB_RULES,
     "ridurre.graph.layers.CausalMask": SequenceMaskRule(),
+    "ridurre.graph.layers.RotaryEmbedding": RotaryRule(),
 }
 
 

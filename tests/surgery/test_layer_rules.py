@@ -157,6 +157,7 @@ def test_raw_reshape_that_keeps_the_channels_last():
         (lambda h: keras.ops.clip(h, np.zeros(6, "float32"), 1.0), "array"),
         (lambda h: keras.ops.reshape(h, (-1, 5, 2, 3)), "does not keep"),
         (lambda h: keras.ops.reshape(h, (2, 5, 6)), "keeps the batch axis"),
+        (lambda h: keras.ops.repeat(h, 2, axis=-1), "repeats the channels"),
     ],
     ids=[
         "return_state",
@@ -171,6 +172,7 @@ def test_raw_reshape_that_keeps_the_channels_last():
         "clip",
         "reshape_heads",
         "reshape_batch",
+        "repeat_channels",
     ],
 )
 def test_what_the_rules_refuse(make, reason):

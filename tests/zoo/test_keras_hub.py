@@ -49,7 +49,7 @@ REACH_FLOOR = {
     "segformer": 1.0,
     "bert": 1.0,
     "gpt2": 0.96,
-    "llama": 0.0,
+    "llama": 0.95,
     "gemma": 0.0,
 }
 MIXING = (LayerNormRule, RMSNormRule, KerasHubRMSNormRule, GroupNormRule)
