@@ -121,7 +121,7 @@ def plan_layers(trace, deleted, zero: bool = False, shapes_only: bool = False, u
         if shapes_only:
             weights = {
                 name: np.broadcast_to(np.zeros(1, np.int8), tuple(v.shape))
-                for name, v in zip(weight_names(layer), variables)
+                for name, v in zip(weight_names(layer) if variables else (), variables)
             }
         else:
             weights = layer_weights(layer) if variables else {}

@@ -241,3 +241,19 @@ def test_exact_only_refuses_normalized_groups():
     with pytest.raises(ValueError, match="exact_only"):
         delete_channels(model, "proj", [0], rules=strict)
     assert delete_channels(model, "ffn1", [0], rules=strict).get_layer("ffn1").units == 15
+
+
+def test_the_cost_of_a_plan_through_raw_ops():
+    """A squeeze-and-excite written with ``ops.mean`` (MobileNetV3 in keras-hub): planning the
+    shapes only (what the loop's limits do) handles operations, which have no weights."""
+    from ridurre.graph import trace_model
+    from ridurre.surgery.rebuild import plan_layers
+
+    x = keras.Input((6, 6, 3))
+    h = L.Conv2D(8, 1, name="c")(x)
+    h = h * keras.ops.sigmoid(L.Conv2D(8, 1, name="excite")(keras.ops.mean(h, axis=(1, 2), keepdims=True)))
+    model = keras.Model(x, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(h)))
+    trace = trace_model(model)
+    group = next(g for g in trace.groups() if "c" in g.producers)
+    plans = plan_layers(trace, group.roots[[0, 3]], shapes_only=True)
+    assert plans[id(model.get_layer("c"))][1]["kernel"].shape == (1, 1, 3, 6)
