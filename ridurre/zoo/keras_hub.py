@@ -216,10 +216,11 @@ def hub_classifier(name: str, num_classes: int = 3, dtype: str | None = None):
     return with_head(hub_backbone(name, dtype=dtype), num_classes, dtype=dtype, name=f"{name}_classifier")
 
 
-def with_head(backbone, num_classes: int = 3, dtype: str | None = None, name: str | None = None):
+def with_head(backbone, num_classes: int = 3, dtype: str | None = None, name: str | None = None, sequence_length=None):
     """``inputs -> backbone -> global average pooling -> Dense(num_classes)`` for any keras-hub
     backbone (a text backbone's ``sequence_output`` is pooled), so that the backbone's last
-    channels are internal, as in a task model.
+    channels are internal, as in a task model. ``sequence_length`` fixes the inputs' unknown
+    sequence axis (then the MACs of one example are defined).
 
     Example:
         >>> import keras
@@ -230,7 +231,10 @@ def with_head(backbone, num_classes: int = 3, dtype: str | None = None, name: st
     """
     import keras
 
-    inputs = {k: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=k) for k, t in _named_inputs(backbone)}
+    def shape(t):
+        return (t.shape[0],) + tuple(sequence_length if d is None else d for d in t.shape[1:])
+
+    inputs = {k: keras.Input(batch_shape=shape(t), dtype=t.dtype, name=k) for k, t in _named_inputs(backbone)}
     outputs = backbone(keras.tree.pack_sequence_as(_compat.inputs_structure(backbone), list(inputs.values())))
     if isinstance(outputs, dict):
         outputs = outputs["sequence_output"]
@@ -286,18 +290,19 @@ def custom_objects() -> dict:
     layers whose saved config their own ``from_config`` refuses (keras-hub 0.32's ViT and DeiT
     patch embeddings list the derived ``num_patches`` and ``num_positions``): subclasses that
     drop those values, so that an inlined or pruned ViT or DeiT loads back; and ridurre's own
-    :class:`~ridurre.graph.layers.CausalMask`, which inlining puts in keras-hub's decoder blocks.
+    :class:`~ridurre.graph.layers.CausalMask` and :class:`~ridurre.graph.layers.RotaryEmbedding`,
+    which inlining puts in keras-hub's decoder blocks.
 
     Example:
         >>> sorted(custom_objects())  # doctest: +SKIP
-        ['DeiTEmbeddings', 'ViTPatchingAndEmbedding', 'ridurre>CausalMask']
+        ['DeiTEmbeddings', 'ViTPatchingAndEmbedding', 'ridurre>CausalMask', 'ridurre>RotaryEmbedding']
     """
     import importlib
 
-    from ridurre.graph.layers import CausalMask
+    from ridurre.graph.layers import CausalMask, RotaryEmbedding
 
     _keras_hub()
-    objects = {"ridurre>CausalMask": CausalMask}
+    objects = {"ridurre>CausalMask": CausalMask, "ridurre>RotaryEmbedding": RotaryEmbedding}
     for path, derived in DERIVED_CONFIG_KEYS.items():
         module, name = path.rsplit(".", 1)
         try:
