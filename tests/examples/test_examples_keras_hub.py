@@ -35,7 +35,7 @@ def test_quick_run_prunes_both_models_to_half_the_macs(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [row["model"] for row in summary["rows"]] == ["image", "text"]
     for row in summary["rows"]:
-        assert row["macs_reduction"] >= 1.95, row  # the loop stops at the target, within a step
+        assert row["macs_reduction"] >= 2.0, row  # the loop stops at or below its target of 2.1x
         assert 0.0 <= row["after"]["accuracy"] <= 1.0 and row["before"]["accuracy"] > 0.2, row
         assert f"{row['model']}: accuracy" in result.stdout
         model = keras.models.load_model(tmp_path / f"{row['model']}.keras", custom_objects=custom_objects())
