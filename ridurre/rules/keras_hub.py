@@ -10,9 +10,12 @@ Covered: the RMS norms of Llama (``x * scale``) and Gemma (``x * (1 + scale)``),
 ``LayerScale``, MiT's ``DropPath``, ``PositionEmbedding``, ``ReversibleEmbedding`` (tied or
 untied: the hidden dimension is one group with the input of its reverse call), and the
 patch-embedding stems of ViT, DeiT and DINOv2 (every weight ends with the hidden size).
-MiT's hand-written attention is recorded as a ``MultiHeadAttention`` stand-in
-(:mod:`ridurre.graph.standins`); the attention of keras-hub's decoders (rotary embeddings,
-``CachedMultiHeadAttention``, Llama's and Gemma's attention layers) is not covered yet.
+:class:`RotaryRule` serves ridurre's own ``RotaryEmbedding``, which stands in for keras-hub's
+rotary embeddings (head dimensions pruned in rotation pairs). MiT's hand-written attention is
+recorded as a ``MultiHeadAttention`` stand-in (:mod:`ridurre.graph.standins`);
+``CachedMultiHeadAttention`` and Llama's attention are composites: inlining reaches their
+``EinsumDense`` and einsum internals. Gemma's decoder blocks are still kept whole (its
+``RMSNormalization`` cannot be saved).
 """
 
 from __future__ import annotations
