@@ -8,7 +8,7 @@ Usage::
 ``--quick`` (a CPU smoke test, no download): a small MobileNetV3 backbone and a small BERT
 backbone built from constructor arguments (``ridurre.zoo.keras_hub``), each with a pooling and a
 Dense head, trained briefly (the bundled scikit-learn digits scaled to 32x32x3; synthetic token
-sequences labelled by whether token 3 occurs in them), then pruned by ``ridurre.Pruner("l1",
+sequences of two "topics", drawn mostly from either half of the vocabulary), then pruned by ``ridurre.Pruner("l1",
 ...)`` with one epoch of fine-tuning per step until the model has at least 2x fewer MACs (target 2.1x).
 
 The full mode loads keras-hub presets (``from_preset``: the weights must be available to
@@ -42,7 +42,6 @@ from ridurre.zoo.datasets import load_digits  # noqa: E402
 from ridurre.zoo.keras_hub import hub_backbone, with_head  # noqa: E402
 
 SEQUENCE = 16
-MARKER = 3
 
 
 def digits_images():
@@ -55,14 +54,18 @@ def digits_images():
     return scale(digits.x_train), digits.y_train, scale(digits.x_test), digits.y_test
 
 
-def marker_sequences(vocabulary, count=1200, seed=0):
-    """Token sequences (ids 4 .. vocabulary-1, with token ``MARKER`` put in half of them) and
-    whether the marker occurs, split 80/20, as the dict inputs of a keras-hub text backbone."""
+def topic_sequences(vocabulary, count=1200, seed=0):
+    """Token sequences of two "topics": class 0 draws most of its tokens from the lower half of
+    the vocabulary (ids 4 ..), class 1 from the upper half, and a third of the tokens of either
+    from anywhere; split 80/20, as the dict inputs of a keras-hub text backbone."""
     rng = np.random.default_rng(seed)
-    tokens = rng.integers(4, vocabulary, size=(count, SEQUENCE)).astype("int32")
     labels = rng.integers(0, 2, size=count)
-    for row in np.flatnonzero(labels):
-        tokens[row, rng.integers(0, SEQUENCE, size=rng.integers(1, 3))] = MARKER
+    middle = (4 + vocabulary) // 2
+    low = rng.integers(4, middle, size=(count, SEQUENCE))
+    high = rng.integers(middle, vocabulary, size=(count, SEQUENCE))
+    tokens = np.where(labels[:, None] == 1, high, low)
+    noise = rng.random((count, SEQUENCE)) < 1 / 3
+    tokens = np.where(noise, rng.integers(4, vocabulary, size=(count, SEQUENCE)), tokens).astype("int32")
     inputs = {
         "token_ids": tokens,
         "segment_ids": np.zeros_like(tokens),
@@ -118,7 +121,7 @@ def prune(name, model, data, epochs, output):
 
 def quick_models():
     image = with_head(hub_backbone("mobilenet_v3"), 10, name="mobilenet_v3_digits")
-    text = with_head(hub_backbone("bert"), 2, name="bert_marker", sequence_length=SEQUENCE)
+    text = with_head(hub_backbone("bert"), 2, name="bert_topics", sequence_length=SEQUENCE)
     return image, text
 
 
@@ -147,11 +150,11 @@ def main(argv=None):
     images = digits_images()
     if args.quick:
         image_model, text_model = quick_models()
-        texts = marker_sequences(vocabulary=50)
+        texts = topic_sequences(vocabulary=50)
     else:  # pragma: no cover - needs the preset weights
         image_model, converter, text_model, preprocessor = preset_models(args.image_preset, args.text_preset)
         images = (converter(images[0]), images[1], converter(images[2]), images[3])
-        train, y_train, test, y_test = marker_sequences(vocabulary=1000)
+        train, y_train, test, y_test = topic_sequences(vocabulary=1000)
         as_text = [" ".join(str(t) for t in row) for row in train["token_ids"]]
         as_text_test = [" ".join(str(t) for t in row) for row in test["token_ids"]]
         texts = (preprocessor(as_text), y_train, preprocessor(as_text_test), y_test)

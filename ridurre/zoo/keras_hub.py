@@ -235,7 +235,11 @@ def with_head(backbone, num_classes: int = 3, dtype: str | None = None, name: st
         return (t.shape[0],) + tuple(sequence_length if d is None else d for d in t.shape[1:])
 
     inputs = {k: keras.Input(batch_shape=shape(t), dtype=t.dtype, name=k) for k, t in _named_inputs(backbone)}
-    outputs = backbone(keras.tree.pack_sequence_as(_compat.inputs_structure(backbone), list(inputs.values())))
+    structure = _compat.inputs_structure(backbone)
+    if isinstance(structure, dict):  # by name: packing a list into a dict would follow the sorted keys
+        outputs = backbone({k: inputs[k] for k in structure})
+    else:
+        outputs = backbone(keras.tree.pack_sequence_as(structure, list(inputs.values())))
     if isinstance(outputs, dict):
         outputs = outputs["sequence_output"]
     if len(outputs.shape) == 4:

@@ -141,3 +141,12 @@ def test_keras_hub_backbone(name, tmp_path):
     pruned.save(path)
     loaded = keras.models.load_model(path, custom_objects=custom_objects())
     np.testing.assert_allclose(_outputs(loaded, xs), _outputs(pruned, xs), rtol=1e-6, atol=1e-6)
+
+
+def test_text_inputs_reach_the_backbone_by_name():
+    """The classifier wires each named input to the backbone's input of that name (a dict packed
+    from a list would follow the sorted keys: token ids would land in the padding mask)."""
+    model = hub_classifier("bert")
+    xs = hub_inputs(model, batch=2, sequence_length=6, seed=1)
+    other = {**xs, "token_ids": (xs["token_ids"] + 1) % 50}
+    assert not np.allclose(_outputs(model, xs), _outputs(model, other))
