@@ -283,12 +283,16 @@ def _call_cost(layer, rule, call, name):
 
 
 def _with_input_shape(model, input_shape):
-    """Clone ``model`` onto inputs of a concrete shape (no batch axis)."""
+    """Clone ``model`` onto inputs of a concrete shape (no batch axis), in the structure and
+    dtypes of its own inputs (a dict of token ids, for a keras-hub text backbone)."""
     shapes = input_shape
     if not isinstance(shapes, list):
         shapes = [shapes]
+    structure = _compat.inputs_structure(model) if _compat.is_graph_model(model) else None
+    originals = keras.tree.flatten(structure) if structure is not None else []
+    dtypes = [t.dtype for t in originals] if len(originals) == len(shapes) else [None] * len(shapes)
     try:
-        inputs = [keras.Input(shape=tuple(int(d) for d in s)) for s in shapes]
+        inputs = [keras.Input(shape=tuple(int(d) for d in s), dtype=dtype) for s, dtype in zip(shapes, dtypes)]
     except (TypeError, ValueError):
         raise ValueError(
             "`input_shape` must be a tuple of positive ints without the batch "
@@ -296,7 +300,10 @@ def _with_input_shape(model, input_shape):
         ) from None
     if any(d <= 0 for s in shapes for d in s):
         raise ValueError(f"`input_shape` must contain positive ints, got {input_shape!r}.")
-    tensors = inputs if len(inputs) > 1 else inputs[0]
+    if len(originals) == len(inputs) and not isinstance(model, keras.Sequential):
+        tensors = keras.tree.pack_sequence_as(structure, inputs)
+    else:
+        tensors = inputs if len(inputs) > 1 else inputs[0]
     return keras.models.clone_model(model, input_tensors=tensors)
 
 

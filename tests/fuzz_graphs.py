@@ -16,6 +16,7 @@ one is checked for shapes and finite values only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -182,6 +183,13 @@ def _expand_squeeze(draw, x):
     return ops.squeeze(ops.expand_dims(x, axis), axis)
 
 
+def _reshape_op(draw, x):
+    """Flatten the spatial axes with a raw reshape and restore them: channels stay last."""
+    spatial = [int(d) for d in x.shape[1:-1]]
+    flat = ops.reshape(x, (-1, math.prod(spatial), x.shape[-1]))
+    return ops.reshape(flat, (-1, *spatial, x.shape[-1])) if draw(st.booleans()) else flat
+
+
 def _nested(draw, x):
     """A small Functional model called as a layer: producer, normalization, activation."""
     inner_in = keras.Input(tuple(x.shape[1:]))
@@ -321,6 +329,8 @@ KINDS = [
     Kind("ExpandDims", any_rank, _expand_squeeze, op=True),
     Kind("Squeeze", any_rank, _expand_squeeze, op=True),
     Kind("Transpose", rank(4, 5), _transpose_op, op=True),
+    Kind("Reshape", rank(3, 4, 5), _reshape_op, op=True),
+    Kind("Repeat", rank(3, 4, 5, at_most=8), lambda draw, x: ops.repeat(x, 2, axis=1), op=True),
 ]
 """Every kind of layer the generator draws from (see the module docstring to add one)."""
 

@@ -381,3 +381,18 @@ def test_measure_latency_feeds_token_ids_to_an_integer_input():
     model = keras.Model(tokens, keras.layers.GlobalAveragePooling1D()(hidden))
     assert measure_latency(model, batch_size=64, warmup=0, repeats=2).median_ms > 0
     assert measure_latency(model, batch_size=64, warmup=0, repeats=2, compiled=True).median_ms > 0
+
+
+def test_macs_of_a_nested_model_with_dict_inputs_of_unknown_length():
+    """A text backbone (dict of token ids, any length) inside a model of fixed length: the
+    nested model is retraced at the call's shapes with its own input structure and dtypes."""
+    import keras
+
+    from ridurre.metrics import model_stats
+
+    tokens = {"ids": keras.Input((None,), dtype="int32", name="ids"), "mask": keras.Input((None,), name="mask")}
+    h = keras.layers.Embedding(10, 4)(tokens["ids"]) * keras.ops.expand_dims(tokens["mask"], -1)
+    backbone = keras.Model(tokens, keras.layers.Dense(6, name="dense")(h), name="backbone")
+    outer = {"ids": keras.Input((5,), dtype="int32", name="ids"), "mask": keras.Input((5,), name="mask")}
+    model = keras.Model(outer, backbone(outer))
+    assert model_stats(model).total_macs == 5 * 4 * 6

@@ -249,7 +249,9 @@ def structure_key(calls) -> list:
     key = []
     for call in calls:
         op = call.operation
-        name = op.name if isinstance(op, keras.layers.Layer) else type(op).__name__
+        # ridurre's own layers (causal masks) are made afresh, with new names, by each recording
+        own = type(op).__module__.startswith("ridurre.")
+        name = op.name if isinstance(op, keras.layers.Layer) and not own else type(op).__name__
         constants = [fingerprint(v) for v in keras.tree.flatten(call.args) if not _compat.is_symbolic(v)]
         constants += [
             (k, repr(keras.tree.map_structure(fingerprint, v)))

@@ -52,7 +52,9 @@ from ridurre.graph._recording import (
 )
 from ridurre.graph.composite import is_composite, record_refusal
 from ridurre.graph.layers import CausalMask
+from ridurre.graph.standins import STANDINS, layer_standin
 from ridurre.graph.trace import check_model
+from ridurre.rules.keras_hub import class_path
 
 __all__ = ["Inlining", "Refusal", "inline", "inline_composites"]
 
@@ -103,6 +105,7 @@ class _Inliner:
         self.branches = {}  # id(layer) -> whether its call branches on `training` in Python
         self._composite = {}
         self._saving = {}  # id(operation) -> why it cannot be saved, or None
+        self.replaced = set()  # ids of weights whose layer is computed by a stand-in (copies)
         self._path = []
 
     def composite(self, layer) -> bool:
@@ -176,8 +179,12 @@ class _Inliner:
         for tensor in symbolic_leaves((args, kwargs)) + list(expected[0] if expected else ()):
             if _compat.keras_mask(tensor) is not None:
                 raise Refused("a Keras mask travels with its inputs or outputs; inlining would not pass it on")
-        kwargs = self._training(layer, args, kwargs)
         sublayers = all_sublayers(layer)
+        if class_path(type(layer)) in STANDINS:
+            model, structure = self._attempt(layer, args, kwargs, sublayers, expected, self._record_standin)
+            self.nested[id(layer)] = (model, structure, signature)
+            return model, structure
+        kwargs = self._training(layer, args, kwargs)
         try:
             model, structure = self._attempt(layer, args, kwargs, sublayers, expected, self._record)
         except Refused as first:
@@ -245,6 +252,25 @@ class _Inliner:
         except ValueError as exc:
             raise Refused(str(exc)) from exc
         self._check_calls(layer, calls)
+        return inputs, outputs, structure
+
+    def _record_standin(self, layer, args, kwargs, sublayers):
+        """Build the layer's stand-in (:mod:`ridurre.graph.standins`) on fresh symbolic inputs,
+        and check it against the layer's own call."""
+        originals = symbolic_leaves((args, kwargs))
+        fresh = {id(t): keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype) for t in originals}
+        inputs = [fresh[id(t)] for t in originals]
+        call_args, call_kwargs = keras.tree.map_structure(
+            lambda v: fresh[id(v)] if _compat.is_symbolic(v) else v, (args, kwargs)
+        )
+        outputs, structure = result_slots(STANDINS[class_path(type(layer))](layer, *call_args, **call_kwargs))
+        try:
+            calls = _compat.calls_between(inputs, outputs)
+        except ValueError as exc:
+            raise Refused(str(exc)) from exc
+        self._check_calls(layer, calls, own_weights=False)
+        self._check_numerically(layer, args, kwargs, inputs, outputs, structure, what="as its stand-in")
+        self.replaced.update(id(v) for v in layer.weights)
         return inputs, outputs, structure
 
     def _record_sized(self, layer, args, kwargs, sublayers):
@@ -323,7 +349,7 @@ class _Inliner:
         self._check_numerically(layer, args, kwargs, fresh, outputs, structure)
         return fresh, outputs, structure
 
-    def _check_numerically(self, layer, args, kwargs, inputs, outputs, structure):
+    def _check_numerically(self, layer, args, kwargs, inputs, outputs, structure, what="at two sizes"):
         """Compare with the layer's own call at the first :data:`SIZES`: random floating inputs,
         ones for integer and boolean ones (valid token ids and padding masks)."""
         originals = symbolic_leaves((args, kwargs))
@@ -341,7 +367,7 @@ class _Inliner:
         for value, slot in zip(expected, slots):
             a, b = np.asarray(got[slot.index]), np.asarray(value)
             if a.shape != b.shape or not np.allclose(a, b, rtol=1e-4, atol=1e-5):
-                raise Refused("the graph recorded at two sizes does not reproduce the layer's output")
+                raise Refused(f"the graph recorded {what} does not reproduce the layer's output")
 
     def _intercept(self, layer, args, kwargs, original):
         """A composite called inside another composite's call: inline it too when possible."""
@@ -370,7 +396,12 @@ class _Inliner:
     def _standin(self, layer):
         """A savable copy of a weightless Keras layer that cannot be saved itself but whose
         constructor takes only the base Layer arguments (keras-hub builds
-        ``Identity(dtype=<policy>)``), or ``None``: it stands in the recorded graph for the layer."""
+        ``Identity(dtype=<policy>)``), a copy from :data:`ridurre.graph.standins.LAYER_STANDINS`,
+        or ``None``: it stands in the recorded graph for the layer."""
+        leaf = layer_standin(layer, class_path(type(layer)))
+        if leaf is not None:
+            self.replaced.update(id(v) for v in layer.weights)
+            return leaf
         if layer.weights or _compat.builtin_kind(type(layer)) != "layer" or self._saving_problem(layer) is None:
             return None
         parameters = inspect.signature(type(layer).__init__).parameters.values()
@@ -422,7 +453,7 @@ class _Inliner:
             self.branches[key] = keys[0] != keys[1]
         return self.branches[key]
 
-    def _check_calls(self, layer, calls):
+    def _check_calls(self, layer, calls, own_weights=True):
         used = set()
         for call in calls:
             for value in keras.tree.flatten((call.args, call.kwargs or {})):
@@ -442,7 +473,8 @@ class _Inliner:
                         f"{call.operation.name!r} ({type(call.operation).__name__}) in its call cannot be saved "
                         f"and rebuilt from its config ({problem})"
                     )
-        missing = [v.path for v in layer.weights if id(v) not in used]
+        missing = [v.path for v in layer.weights if id(v) not in used and id(v) not in self.replaced]
+        missing = missing if own_weights else []
         if missing:
             raise Refused(
                 f"the recorded graph does not use its weights {missing[:3]}{' ...' if len(missing) > 3 else ''} "

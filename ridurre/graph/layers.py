@@ -1,5 +1,6 @@
 """Layers that inlining puts in a recorded graph where a composite's call computes something
-from the unknown batch or sequence size (see :mod:`ridurre.graph.inline`). They are registered
+from the unknown batch or sequence size (see :mod:`ridurre.graph.inline`), and savable,
+prunable stand-ins for keras-hub layers (:mod:`ridurre.graph.standins`). They are registered
 with Keras as ``ridurre>...``: a saved model holding one loads once ``ridurre.graph`` is imported
 (or with ``ridurre.zoo.keras_hub.custom_objects()``).
 """
@@ -7,9 +8,10 @@ with Keras as ``ridurre>...``: a saved model holding one loads once ``ridurre.gr
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
-__all__ = ["CausalMask"]
+__all__ = ["CausalMask", "RotaryEmbedding"]
 
 
 @keras.saving.register_keras_serializable(package="ridurre")
@@ -47,3 +49,72 @@ class CausalMask(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mask_dtype": self.mask_dtype}
+
+
+@keras.saving.register_keras_serializable(package="ridurre")
+class RotaryEmbedding(keras.layers.Layer):
+    """Rotary position embedding (RoFormer) over the last axis, as keras-hub computes it: the
+    features are two halves, feature ``j`` and ``j + d/2`` are rotated together by the angle
+    ``position * inverse_frequencies[j]``. Unlike keras-hub's layer, the frequencies can be
+    given explicitly, so that head dimensions pruned in pairs keep their own frequencies (the
+    rule slices the list); ``None`` computes keras-hub's ``max_wavelength ** (-2j / d) /
+    scaling_factor`` from the width ``d`` it is called on.
+
+    Args:
+        max_wavelength, scaling_factor: keras-hub's (linear scaling), used when
+            ``inverse_frequencies`` is ``None``.
+        inverse_frequencies: ``d/2`` frequencies, or ``None``.
+        sequence_axis: the axis of positions (the features are the last axis).
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).normal(size=(1, 3, 2, 4)).astype("float32")
+        >>> full = RotaryEmbedding()(x)
+        >>> pair = RotaryEmbedding(inverse_frequencies=[0.01])(x[..., [1, 3]])  # pair 1 of 2, its frequency
+        >>> bool(np.allclose(np.asarray(full)[..., [1, 3]], pair, atol=1e-6))
+        True
+    """
+
+    def __init__(self, max_wavelength=10000, scaling_factor=1.0, inverse_frequencies=None, sequence_axis=1, **kwargs):
+        super().__init__(**kwargs)
+        self.max_wavelength = max_wavelength
+        self.scaling_factor = scaling_factor
+        self.inverse_frequencies = None if inverse_frequencies is None else [float(f) for f in inverse_frequencies]
+        self.sequence_axis = sequence_axis
+        self.built = True
+
+    def frequencies(self, width):
+        """The ``width // 2`` inverse frequencies used on ``width`` features, as a list."""
+        if self.inverse_frequencies is not None:
+            return list(self.inverse_frequencies)
+        exponents = np.arange(0, width, 2, dtype="float32") / np.float32(width)
+        inverse = np.power(np.float32(self.max_wavelength), -exponents) / np.float32(self.scaling_factor)
+        return inverse.astype("float32").tolist()
+
+    def call(self, inputs, start_index=0):
+        width = inputs.shape[-1]
+        frequencies = ops.convert_to_tensor(np.asarray(self.frequencies(width), "float32"))
+        x = ops.moveaxis(inputs, self.sequence_axis, 1)
+        positions = ops.arange(ops.shape(x)[1], dtype="float32") + ops.cast(start_index, "float32")
+        angles = ops.einsum("i,j->ij", positions, frequencies)
+        angles = ops.concatenate([angles, angles], axis=-1)
+        shape = [1] * len(x.shape)
+        shape[1], shape[-1] = -1, width
+        angles = ops.reshape(angles, shape)
+        cos = ops.cast(ops.cos(angles), self.compute_dtype)
+        sin = ops.cast(ops.sin(angles), self.compute_dtype)
+        x1, x2 = ops.split(x, 2, axis=-1)
+        rotated = ops.concatenate([-x2, x1], axis=-1)
+        return ops.moveaxis(x * cos + rotated * sin, 1, self.sequence_axis)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "max_wavelength": self.max_wavelength,
+            "scaling_factor": self.scaling_factor,
+            "inverse_frequencies": self.inverse_frequencies,
+            "sequence_axis": self.sequence_axis,
+        }

@@ -296,6 +296,7 @@ class Trace:
         if use is None:
             use = self.uses[id(layer)] = LayerUse(layer, path, rule)
         use.calls += 1
+        ctx.call_number = use.calls
         try:
             if rule is None:
                 raise _rules.Unsupported(opaque_reason(layer, self.rules))
@@ -473,11 +474,14 @@ class _Context:
     Attributes:
         call: the :class:`ridurre._compat.Call` being traced (its other arguments, such as the
             constants of a raw ``keras.ops`` call), or ``None`` for an inserted layer.
+        call_number: which call of the layer this is (1 for the first; the surgeon slices a
+            shared layer by the channels of its first call).
     """
 
     def __init__(self, trace, layer, path, call=None):
         self._trace, self._layer, self._path = trace, layer, path
         self.call = call
+        self.call_number = 1  # 1 for the layer's first call, 2 for its second (a shared layer)...
         self.created = []  # internal layouts made by this call
 
     def new_units(self, n, internal=None, kind="channels"):

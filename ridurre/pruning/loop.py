@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 import keras
 import numpy as np
 
+from ridurre import _compat
 from ridurre import graph as _graph
 from ridurre._io import save_model_atomic
 from ridurre._loading import load_keras_model
@@ -1057,7 +1058,11 @@ class BasePruning:
             else rng.normal(size=(2,) + tuple(t.shape[1:])).astype("float32")
             for t in old.inputs
         ]
-        xs = xs[0] if len(xs) == 1 else xs
+        structure = _compat.inputs_structure(old)
+        if isinstance(structure, dict):  # a keras-hub text model: token ids, segment ids, padding mask
+            xs = keras.tree.pack_sequence_as(structure, xs)
+        else:
+            xs = xs[0] if len(xs) == 1 else xs
         out_new = keras.tree.flatten(new(xs, training=False))
         out_old = keras.tree.flatten(old(xs, training=False))
         for a, b in zip(out_new, out_old):

@@ -36,7 +36,15 @@ from ridurre.rules.norm import (
     RMSNormRule,
     UnitNormRule,
 )
-from ridurre.rules.ops import GetItemOpRule, PadOpRule, ReduceOpRule, SplitOpRule, UnaryOpRule
+from ridurre.rules.ops import (
+    GetItemOpRule,
+    PadOpRule,
+    ReduceOpRule,
+    RepeatOpRule,
+    ReshapeOpRule,
+    SplitOpRule,
+    UnaryOpRule,
+)
 from ridurre.rules.recurrent import BidirectionalRule, RecurrentRule, TimeDistributedRule
 from ridurre.rules.registry import (
     BUILTIN_APPLICATION_RULES,
@@ -89,6 +97,8 @@ __all__ = [
     "LayerScaleRule",
     "MergeRule",
     "PadOpRule",
+    "ReshapeOpRule",
+    "RepeatOpRule",
     "MultiHeadAttentionRule",
     "NormalizationRule",
     "PassThroughRule",

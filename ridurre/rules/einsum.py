@@ -305,8 +305,8 @@ class EinsumOpRule(LayerRule):
                 last[letter] = layout
         if output[-1] in last:
             return [last[output[-1]]]
-        units = ctx.new_units(out_shapes[0][-1])
-        ctx.block(units, f"einsum {layer.subscripts!r}: its last axis is not a channel axis")
+        units = ctx.new_units(_size(out_shapes[0][-1]))  # positions, possibly of unknown length
+        ctx.block(units, f"einsum {layer.subscripts!r}: its last axis holds positions, not channels")
         return [units]
 
     def macs(self, layer, in_shapes, out_shapes):

@@ -7,10 +7,15 @@ against the table when it meets one, and a class that keras-hub moves or renames
 matched, so its channels stay unprunable (never wrongly pruned). Classes are matched exactly.
 
 Covered: the RMS norms of Llama (``x * scale``) and Gemma (``x * (1 + scale)``), DINOv2's
-``LayerScale``, MiT's ``DropPath``, ``PositionEmbedding``, and the patch-embedding stems of ViT,
-DeiT and DINOv2 (every weight ends with the hidden size). Layers that need the attention and
-embedding rules (``ReversibleEmbedding``, ``RotaryEmbedding``, ``CachedMultiHeadAttention``, the
-model-specific attention layers) are not covered yet.
+``LayerScale``, MiT's ``DropPath``, ``PositionEmbedding``, ``ReversibleEmbedding`` (tied or
+untied: the hidden dimension is one group with the input of its reverse call), and the
+patch-embedding stems of ViT, DeiT and DINOv2 (every weight ends with the hidden size).
+:class:`RotaryRule` serves ridurre's own ``RotaryEmbedding``, which stands in for keras-hub's
+rotary embeddings (head dimensions pruned in rotation pairs). MiT's hand-written attention is
+recorded as a ``MultiHeadAttention`` stand-in (:mod:`ridurre.graph.standins`);
+``CachedMultiHeadAttention`` and Llama's attention are composites: inlining reaches their
+``EinsumDense`` and einsum internals. Gemma's decoder blocks are still kept whole (its
+``RMSNormalization`` cannot be saved).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ridurre.rules.base import LayerRule, PassThroughRule, Unsupported, channels_last, prod
+from ridurre.rules.conv import EmbeddingRule
 
 __all__ = [
     "DERIVED_CONFIG_KEYS",
@@ -25,6 +31,8 @@ __all__ = [
     "KerasHubLayerScaleRule",
     "PatchEmbeddingRule",
     "KerasHubRMSNormRule",
+    "ReversibleEmbeddingRule",
+    "RotaryRule",
     "class_path",
 ]
 
@@ -153,10 +161,123 @@ class PatchEmbeddingRule(LayerRule):
         return np.concatenate(rows, axis=1)
 
 
+class ReversibleEmbeddingRule(EmbeddingRule):
+    """keras-hub's (and Keras's) ``ReversibleEmbedding``: an embedding whose table, transposed,
+    is also the output projection of a language model (``layer(hidden, reverse=True)`` gives the
+    vocabulary logits). The hidden dimension is one group for both uses: the forward call
+    produces it, the reverse call consumes it (its input is joined to those channels), so
+    pruning hidden channel j removes column j of ``embeddings`` (and row j of an untied
+    ``reverse_embeddings``). The logits are blocked: they are the vocabulary, not channels.
+    The forward call must come first (the surgeon slices a shared layer by its first call);
+    quantized layers are refused.
+
+    Example:
+        >>> keep = np.array([True, False, True])
+        >>> weights = {"embeddings": np.ones((5, 3)), "reverse_embeddings": np.ones((3, 5))}
+        >>> config, sliced = ReversibleEmbeddingRule().slice(None, {"output_dim": 3}, weights, None, keep)
+        >>> config["output_dim"], sliced["embeddings"].shape, sliced["reverse_embeddings"].shape
+        (2, (5, 2), (2, 5))
+    """
+
+    saved_weights = None  # reverse_embeddings exists only when the weights are not tied
+
+    @staticmethod
+    def _reverse(ctx) -> bool:
+        call = getattr(ctx, "call", None)
+        if call is None:
+            return False
+        try:
+            return bool(call.arguments().get("reverse", False))
+        except TypeError as exc:
+            raise Unsupported(f"its call arguments do not fit its signature ({exc})") from None
+
+    def propagate(self, layer, in_layouts, in_shapes, out_shapes, ctx):
+        if getattr(layer, "quantization_mode", None):
+            raise Unsupported(f"quantized ({layer.quantization_mode}) tables are not sliced")
+        if len(in_layouts) != 1 or len(out_shapes) != 1:
+            raise Unsupported("expected one input and one output")
+        hidden = ctx.new_units(int(layer.output_dim))
+        if not self._reverse(ctx):
+            return [hidden]
+        if getattr(ctx, "call_number", 1) == 1:
+            raise Unsupported("its reverse call (the output projection) comes before its embedding call")
+        ctx.union(in_layouts[0], hidden)
+        logits = ctx.new_units(int(out_shapes[0][-1]), internal="logits")
+        ctx.block(logits, "the vocabulary logits of the output projection are not channels")
+        return [logits]
+
+    def slice(self, layer, config, weights, in_keep, out_keep):
+        config, weights = super().slice(layer, config, weights, in_keep, out_keep)
+        if out_keep is not None and "reverse_embeddings" in weights:
+            weights = {**weights, "reverse_embeddings": weights["reverse_embeddings"][out_keep, :]}
+        return config, weights
+
+    def zero(self, layer, weights, in_zero, out_zero):
+        weights = super().zero(layer, weights, in_zero, out_zero)
+        if out_zero is not None and "reverse_embeddings" in weights:
+            table = np.array(weights["reverse_embeddings"], copy=True)
+            table[out_zero, :] = 0
+            weights = {**weights, "reverse_embeddings": table}
+        return weights
+
+    def macs(self, layer, in_shapes, out_shapes):
+        if len(in_shapes[0]) != len(out_shapes[0]):
+            return 0  # the embedding lookup
+        return prod(d if d is not None else 1 for d in in_shapes[0][1:]) * int(out_shapes[0][-1])
+
+    def output_weights(self, layer, weights):
+        rows = [np.asarray(weights["embeddings"]).T]
+        if "reverse_embeddings" in weights:
+            rows.append(np.asarray(weights["reverse_embeddings"]))
+        return np.concatenate(rows, axis=1)
+
+
+class RotaryRule(LayerRule):
+    """Rotary position embedding over the last axis (ridurre's
+    :class:`~ridurre.graph.layers.RotaryEmbedding`, the stand-in for keras-hub's): feature ``j``
+    and ``j + d/2`` are rotated together, so they are one channel (head dimensions are pruned in
+    rotation pairs), and the kept pairs keep their own frequencies (the config's
+    ``inverse_frequencies`` is sliced). Zeroed pairs stay zero: the rotation mixes only a pair.
+
+    Example:
+        >>> class Layer:
+        ...     def frequencies(self, width):
+        ...         return [1.0, 0.1, 0.01]
+        >>> keep = np.array([True, False, True] * 2)
+        >>> RotaryRule().slice(Layer(), {}, {}, keep, keep)[0]["inverse_frequencies"]
+        [1.0, 0.01]
+    """
+
+    channel_dependent = True
+    cost = "other"
+
+    def propagate(self, layer, in_layouts, in_shapes, out_shapes, ctx):
+        if len(in_layouts) != 1 or len(out_shapes) != 1:
+            raise Unsupported("expected one input and one output")
+        shape = in_shapes[0]
+        width = shape[-1]
+        if width is None or width % 2 or layer.sequence_axis % (len(shape) + 1) in (0, len(shape)):
+            raise Unsupported("expected an even number of features on the last axis, positions on another")
+        layout = np.asarray(in_layouts[0])
+        ctx.union(layout[: width // 2], layout[width // 2 :])
+        return [layout]
+
+    def slice(self, layer, config, weights, in_keep, out_keep):
+        keep = in_keep if in_keep is not None else out_keep
+        if keep is None:
+            return config, weights
+        half = len(keep) // 2
+        if not np.array_equal(keep[:half], keep[half:]):
+            raise Unsupported("the two features of a rotation pair are kept or removed together")
+        frequencies = layer.frequencies(len(keep))
+        return {**config, "inverse_frequencies": [f for f, k in zip(frequencies, keep[:half]) if k]}, weights
+
+
 _MODELS = "keras_hub.src.models"
 _LAYERS = "keras_hub.src.layers.modeling"
 
 KERAS_HUB_RULES: dict[str, LayerRule] = {
+    f"{_LAYERS}.reversible_embedding.ReversibleEmbedding": ReversibleEmbeddingRule(),
     f"{_MODELS}.llama.llama_layernorm.LlamaLayerNorm": KerasHubRMSNormRule(),
     f"{_MODELS}.gemma.rms_normalization.RMSNormalization": KerasHubRMSNormRule(offset=1.0),
     f"{_MODELS}.dinov2.dinov2_layers.DINOV2LayerScale": KerasHubLayerScaleRule("lambda1", size_key="hidden_dim"),

@@ -16,7 +16,7 @@ import numpy as np
 
 from ridurre.rules.base import LayerRule, PassThroughRule, Unsupported, channels_last, is_last_axis, prod
 
-__all__ = ["SplitOpRule", "PadOpRule", "GetItemOpRule", "ReduceOpRule", "UnaryOpRule"]
+__all__ = ["SplitOpRule", "PadOpRule", "GetItemOpRule", "ReduceOpRule", "ReshapeOpRule", "RepeatOpRule", "UnaryOpRule"]
 
 
 def _rank(in_shapes):
@@ -76,6 +76,60 @@ class SplitOpRule(LayerRule):
                 "keep at least one channel of every section"
             )
         return {**config, "indices_or_sections": new}, weights
+
+
+class ReshapeOpRule(LayerRule):
+    """``keras.ops.reshape`` that keeps the batch axis (``-1`` first) and the channel axis (the
+    same last size, given explicitly), such as ``(batch, H, W, C) -> (batch, H * W, C)``: the
+    channels pass through and the target's last entry follows what is kept.
+
+    Example:
+        >>> import numpy as np
+        >>> keep = np.array([True, False, True, True])
+        >>> ReshapeOpRule().slice(None, {"newshape": (-1, 16, 4)}, {}, keep, None)[0]["newshape"]
+        (-1, 16, 3)
+    """
+
+    cost = "free"
+
+    def propagate(self, layer, in_layouts, in_shapes, out_shapes, ctx):
+        newshape = tuple(layer.newshape) if isinstance(layer.newshape, (list, tuple)) else (layer.newshape,)
+        src, dst = in_shapes[0], out_shapes[0]
+        if len(in_layouts) != 1 or len(newshape) < 2 or newshape[0] not in (-1, None):
+            raise Unsupported(f"newshape={newshape}: only a reshape that keeps the batch axis (-1 first) is followed")
+        if any(d is None for d in src[:-1] + dst[:-1]) or src[-1] is None:
+            raise Unsupported("dimensions are unknown")
+        if newshape[-1] == -1 or dst[-1] != src[-1] or prod(src[:-1]) != prod(dst[:-1]):
+            raise Unsupported(f"newshape={newshape} does not keep the {src[-1]} channels on the last axis")
+        return [in_layouts[0]]
+
+    def slice(self, layer, config, weights, in_keep, out_keep):
+        if in_keep is None:
+            return config, weights
+        return {**config, "newshape": tuple(config["newshape"])[:-1] + (int(np.count_nonzero(in_keep)),)}, weights
+
+
+class RepeatOpRule(LayerRule):
+    """``keras.ops.repeat`` along an axis other than the channel axis (grouped-query attention
+    repeats its key/value heads): the channels pass through.
+
+    Example:
+        >>> import keras, ridurre
+        >>> x = keras.Input((5, 2, 4))
+        >>> h = keras.layers.Dense(6, name="kv")(x)
+        >>> y = keras.layers.Dense(2)(keras.layers.Flatten()(keras.ops.repeat(h, 2, axis=2)))
+        >>> [(g.producers, g.prunable) for g in ridurre.channel_groups(keras.Model(x, y))][1]
+        (('kv',), True)
+    """
+
+    cost = "free"
+
+    def propagate(self, layer, in_layouts, in_shapes, out_shapes, ctx):
+        if len(in_layouts) != 1:
+            raise Unsupported("expected one input")
+        if layer.axis is None or is_last_axis(layer.axis, len(in_shapes[0])):
+            raise Unsupported(f"axis={layer.axis} repeats the channels")
+        return [in_layouts[0]]
 
 
 class PadOpRule(LayerRule):

@@ -23,7 +23,7 @@ from ridurre.rules.attention import GroupedQueryAttentionRule, MultiHeadAttentio
 from ridurre.rules.base import ConfigView, LayerRule, PassThroughRule
 from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, EmbeddingRule, SeparableRule
 from ridurre.rules.einsum import EinsumDenseRule, EinsumOpRule
-from ridurre.rules.keras_hub import KERAS_HUB_RULES, class_path
+from ridurre.rules.keras_hub import KERAS_HUB_RULES, ReversibleEmbeddingRule, RotaryRule, class_path
 from ridurre.rules.merge import ConcatenateRule, DivisionRule, ElementwiseOpRule, MergeRule
 from ridurre.rules.norm import (
     BatchNormRule,
@@ -35,7 +35,15 @@ from ridurre.rules.norm import (
     check_activation,
     check_softmax_axis,
 )
-from ridurre.rules.ops import GetItemOpRule, PadOpRule, ReduceOpRule, SplitOpRule, UnaryOpRule
+from ridurre.rules.ops import (
+    GetItemOpRule,
+    PadOpRule,
+    ReduceOpRule,
+    RepeatOpRule,
+    ReshapeOpRule,
+    SplitOpRule,
+    UnaryOpRule,
+)
 from ridurre.rules.recurrent import BidirectionalRule, RecurrentRule, TimeDistributedRule
 from ridurre.rules.shape import (
     FlattenRule,
@@ -121,6 +129,7 @@ def _builtin_layer_rules() -> dict[str, LayerRule]:
 def _add_sequence_and_scale_layers(table: dict[str, LayerRule]) -> None:
     """Embedding, the recurrent layers and their wrappers, RMS and unit norms, Resizing."""
     table["Embedding"] = EmbeddingRule()
+    table["ReversibleEmbedding"] = ReversibleEmbeddingRule()
     table["SimpleRNN"] = RecurrentRule(gates=1)
     table["GRU"] = RecurrentRule(gates=3)
     table["LSTM"] = RecurrentRule(gates=4)
@@ -197,6 +206,8 @@ def _add_shape_and_unary_ops(table: dict[str, LayerRule]) -> None:
     table["Split"] = SplitOpRule()
     table["Concatenate"] = ConcatenateRule()
     table["Pad"] = PadOpRule()
+    table["Reshape"] = ReshapeOpRule()
+    table["Repeat"] = RepeatOpRule()
     table["GetItem"] = GetItemOpRule()
     table["Resize"] = PassThroughRule()
     for name in ("StopGradient", "Copy"):
@@ -331,6 +342,7 @@ def _registered_name(cls) -> str | None:
 _CLASS_PATH_RULES: dict[str, LayerRule] = {
     **KERAS_HUB_RULES,
     "ridurre.graph.layers.CausalMask": SequenceMaskRule(),
+    "ridurre.graph.layers.RotaryEmbedding": RotaryRule(),
 }
 
 

@@ -121,7 +121,7 @@ def plan_layers(trace, deleted, zero: bool = False, shapes_only: bool = False, u
         if shapes_only and variables:
             weights = {
                 name: np.broadcast_to(np.zeros(1, np.int8), tuple(v.shape))
-                for name, v in zip(weight_names(layer), variables)
+                for name, v in zip(weight_names(layer) if variables else (), variables)
             }
         elif shapes_only:
             weights = {}
@@ -147,16 +147,20 @@ def plan_layers(trace, deleted, zero: bool = False, shapes_only: bool = False, u
 def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
     """Clone ``model`` once, building every layer from its planned config and weights.
 
+    Each layer's planned weights are set as soon as its first call has built it, and dropped
+    from ``plans`` then, so that the sliced arrays and the new model's variables are never both
+    held in full: the surgery peaks at about the original plus the pruned copy.
+
     Args:
         model: the original model (not modified).
-        plans: the output of :func:`plan_layers`.
+        plans: the output of :func:`plan_layers` (its weights are consumed).
         edits: ``{id(layer): ("delete" | "insert" | "replace", new layer)}``.
 
     Returns:
         The new model.
     """
     new_layers = {}  # id(old layer) -> new layer
-    weights_for = []  # (new layer, weights)
+    pending = {}  # id(new layer) -> (new layer, weights), until its first call builds it
 
     def build(layer):
         if isinstance(layer, keras.layers.Lambda):
@@ -166,8 +170,18 @@ def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
         config, weights = plans.get(id(layer), (layer.get_config(), None))
         new = _from_config(layer.__class__, config)
         if weights:
-            weights_for.append((new, weights))
+            pending[id(new)] = (new, weights)
+            plans[id(layer)] = (config, None)
         return new
+
+    def set_pending(new_layer):
+        new, weights = pending.pop(id(new_layer), (None, None))
+        if new is None:
+            return
+        try:
+            set_layer_weights(new, weights)
+        except (ValueError, KeyError) as exc:
+            raise RuntimeError(f"could not set the weights of rebuilt layer {new.name!r}: {exc}") from exc
 
     def clone_function(layer):
         edit = edits.get(id(layer))
@@ -193,7 +207,9 @@ def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
             args = (new_layers[("insert", id(old))](args[0]),) + args[1:]
         if edit and edit[0] == "replace":
             kwargs = _accepted_kwargs(new_layer, kwargs)
-        return new_layer(*args, **kwargs)
+        outputs = new_layer(*args, **kwargs)
+        set_pending(new_layer)
+        return outputs
 
     def clone(model, channels=None):
         """Clone a (possibly nested) model; ``channels`` gives the new width of each input."""
@@ -215,15 +231,12 @@ def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
             model,
             input_tensors=inputs,
             clone_function=recording_clone,
-            call_function=call_function if edits else None,
+            call_function=call_function,
         )
 
     new_model = clone(model)
-    for new, weights in weights_for:
-        try:
-            set_layer_weights(new, weights)
-        except (ValueError, KeyError) as exc:
-            raise RuntimeError(f"could not set the weights of rebuilt layer {new.name!r}: {exc}") from exc
+    for new, _ in list(pending.values()):  # Sequential models, and layers not called by the cloning
+        set_pending(new)
     return new_model
 
 

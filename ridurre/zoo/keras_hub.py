@@ -18,7 +18,7 @@ import numpy as np
 from ridurre import _compat
 from ridurre.rules.keras_hub import DERIVED_CONFIG_KEYS
 
-__all__ = ["HUB_ZOO", "TEXT_MODELS", "custom_objects", "hub_backbone", "hub_classifier", "hub_inputs"]
+__all__ = ["HUB_ZOO", "TEXT_MODELS", "custom_objects", "hub_backbone", "hub_classifier", "hub_inputs", "with_head"]
 
 TEXT_MODELS = ("bert", "gpt2", "llama", "gemma")
 """The text backbones of :data:`HUB_ZOO` (token inputs)."""
@@ -213,11 +213,33 @@ def hub_classifier(name: str, num_classes: int = 3, dtype: str | None = None):
         >>> model.output.shape  # doctest: +SKIP
         (None, 3)
     """
+    return with_head(hub_backbone(name, dtype=dtype), num_classes, dtype=dtype, name=f"{name}_classifier")
+
+
+def with_head(backbone, num_classes: int = 3, dtype: str | None = None, name: str | None = None, sequence_length=None):
+    """``inputs -> backbone -> global average pooling -> Dense(num_classes)`` for any keras-hub
+    backbone (a text backbone's ``sequence_output`` is pooled), so that the backbone's last
+    channels are internal, as in a task model. ``sequence_length`` fixes the inputs' unknown
+    sequence axis (then the MACs of one example are defined).
+
+    Example:
+        >>> import keras
+        >>> x = keras.Input((4, 4, 3))
+        >>> backbone = keras.Model(x, keras.layers.Conv2D(5, 1)(x))
+        >>> with_head(backbone, 2).output.shape
+        (None, 2)
+    """
     import keras
 
-    backbone = hub_backbone(name, dtype=dtype)
-    inputs = {k: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=k) for k, t in _named_inputs(backbone)}
-    outputs = backbone(keras.tree.pack_sequence_as(_compat.inputs_structure(backbone), list(inputs.values())))
+    def shape(t):
+        return (t.shape[0],) + tuple(sequence_length if d is None else d for d in t.shape[1:])
+
+    inputs = {k: keras.Input(batch_shape=shape(t), dtype=t.dtype, name=k) for k, t in _named_inputs(backbone)}
+    structure = _compat.inputs_structure(backbone)
+    if isinstance(structure, dict):  # by name: packing a list into a dict would follow the sorted keys
+        outputs = backbone({k: inputs[k] for k in structure})
+    else:
+        outputs = backbone(keras.tree.pack_sequence_as(structure, list(inputs.values())))
     if isinstance(outputs, dict):
         outputs = outputs["sequence_output"]
     if len(outputs.shape) == 4:
@@ -225,7 +247,8 @@ def hub_classifier(name: str, num_classes: int = 3, dtype: str | None = None):
     else:
         pooled = keras.layers.GlobalAveragePooling1D(name="pool", dtype=dtype)(outputs)
     head = keras.layers.Dense(num_classes, name="head", dtype=dtype)(pooled)
-    return keras.Model(inputs if len(inputs) > 1 else next(iter(inputs.values())), head, name=f"{name}_classifier")
+    model_inputs = inputs if len(inputs) > 1 else next(iter(inputs.values()))
+    return keras.Model(model_inputs, head, name=name or f"{backbone.name}_classifier")
 
 
 def _named_inputs(model):
@@ -271,18 +294,19 @@ def custom_objects() -> dict:
     layers whose saved config their own ``from_config`` refuses (keras-hub 0.32's ViT and DeiT
     patch embeddings list the derived ``num_patches`` and ``num_positions``): subclasses that
     drop those values, so that an inlined or pruned ViT or DeiT loads back; and ridurre's own
-    :class:`~ridurre.graph.layers.CausalMask`, which inlining puts in keras-hub's decoder blocks.
+    :class:`~ridurre.graph.layers.CausalMask` and :class:`~ridurre.graph.layers.RotaryEmbedding`,
+    which inlining puts in keras-hub's decoder blocks.
 
     Example:
         >>> sorted(custom_objects())  # doctest: +SKIP
-        ['DeiTEmbeddings', 'ViTPatchingAndEmbedding', 'ridurre>CausalMask']
+        ['DeiTEmbeddings', 'ViTPatchingAndEmbedding', 'ridurre>CausalMask', 'ridurre>RotaryEmbedding']
     """
     import importlib
 
-    from ridurre.graph.layers import CausalMask
+    from ridurre.graph.layers import CausalMask, RotaryEmbedding
 
     _keras_hub()
-    objects = {"ridurre>CausalMask": CausalMask}
+    objects = {"ridurre>CausalMask": CausalMask, "ridurre>RotaryEmbedding": RotaryEmbedding}
     for path, derived in DERIVED_CONFIG_KEYS.items():
         module, name = path.rsplit(".", 1)
         try:

@@ -128,6 +128,20 @@ def test_raw_ops_split_on_the_channel_axis():
         delete_channels(model, "c", [0, 1, 2])
 
 
+def test_raw_reshape_that_keeps_the_channels_last():
+    """MiT's ``ops.reshape(x, (-1, H * W, C))``: channels pass through, the target follows them."""
+    x = keras.Input((4, 4, 2))
+    h = L.Conv2D(8, 1, name="c")(x)
+    flat = keras.ops.reshape(h, (-1, 16, 8))
+    out = L.Dense(2, name="out")(L.GlobalAveragePooling1D()(L.Dense(5, name="d")(flat)))
+    model = randomize_weights(keras.Model(x, out))
+    assert _groups(model)[("c",)].prunable
+    pruned = delete_channels(model, "c", [0, 4, 7])
+    assert pruned.get_layer("d").kernel.shape == (5, 5)
+    xs = random_inputs(model, np.random.default_rng(3))
+    assert_close(predict(pruned, xs), predict(zero_channels(model, "c", [0, 4, 7]), xs))
+
+
 @pytest.mark.parametrize(
     "make, reason",
     [
@@ -141,8 +155,25 @@ def test_raw_ops_split_on_the_channel_axis():
         (lambda h: keras.ops.log(h), "no rule for Log"),
         (lambda h: keras.ops.transpose(h, (0, 2, 1)), "moves the channel axis"),
         (lambda h: keras.ops.clip(h, np.zeros(6, "float32"), 1.0), "array"),
+        (lambda h: keras.ops.reshape(h, (-1, 5, 2, 3)), "does not keep"),
+        (lambda h: keras.ops.reshape(h, (2, 5, 6)), "keeps the batch axis"),
+        (lambda h: keras.ops.repeat(h, 2, axis=-1), "repeats the channels"),
     ],
-    ids=["return_state", "merge_none", "td_lambda", "getitem", "pad", "mean", "split_axis", "log", "transpose", "clip"],
+    ids=[
+        "return_state",
+        "merge_none",
+        "td_lambda",
+        "getitem",
+        "pad",
+        "mean",
+        "split_axis",
+        "log",
+        "transpose",
+        "clip",
+        "reshape_heads",
+        "reshape_batch",
+        "repeat_channels",
+    ],
 )
 def test_what_the_rules_refuse(make, reason):
     x = keras.Input((5, 3))
@@ -210,3 +241,19 @@ def test_exact_only_refuses_normalized_groups():
     with pytest.raises(ValueError, match="exact_only"):
         delete_channels(model, "proj", [0], rules=strict)
     assert delete_channels(model, "ffn1", [0], rules=strict).get_layer("ffn1").units == 15
+
+
+def test_the_cost_of_a_plan_through_raw_ops():
+    """A squeeze-and-excite written with ``ops.mean`` (MobileNetV3 in keras-hub): planning the
+    shapes only (what the loop's limits do) handles operations, which have no weights."""
+    from ridurre.graph import trace_model
+    from ridurre.surgery.rebuild import plan_layers
+
+    x = keras.Input((6, 6, 3))
+    h = L.Conv2D(8, 1, name="c")(x)
+    h = h * keras.ops.sigmoid(L.Conv2D(8, 1, name="excite")(keras.ops.mean(h, axis=(1, 2), keepdims=True)))
+    model = keras.Model(x, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(h)))
+    trace = trace_model(model)
+    group = next(g for g in trace.groups() if "c" in g.producers)
+    plans = plan_layers(trace, group.roots[[0, 3]], shapes_only=True)
+    assert plans[id(model.get_layer("c"))][1]["kernel"].shape == (1, 1, 3, 6)
