@@ -6,91 +6,33 @@ the coverage test checks against ``ridurre.rules``), the input shapes it accepts
 ``build(draw, x)`` (``build(draw, x, y)`` for a merge) returning its output tensor. To cover a new
 rule, add one entry::
 
-    Kind("MultiHeadAttention", accepts=rank(3), build=lambda draw, x: keras.layers.MultiHeadAttention(
-        num_heads=draw(st.integers(1, 2)), key_dim=2)(x, x)),
+    Kind("Resizing", accepts=rank(4), build=lambda draw, x: keras.layers.Resizing(
+        draw(st.integers(2, 6)), draw(st.integers(2, 6)))(x)),
 
-``exact=False`` marks a layer through which the pruned model is structurally right but not
-numerically equal to the zeroed one (LayerNormalization: its statistics change); a graph holding
-one is checked for shapes and finite values only.
+The kinds of the newer rules (attention, recurrent layers, embeddings, einsum, the unary and
+shape operations, the ``keras.applications`` and keras-hub layers) are in
+``tests/fuzz_sequence_kinds.py`` and ``tests/fuzz_op_kinds.py``. Layers that normalize over the
+channels (LayerNormalization, the RMS norms) are compared with the reference that deletes their
+channels too (``Surgeon.operate(zero=True, delete_inexact=True)``), exactly like the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
 import numpy as np
+from fuzz_kinds import TABLES, Kind, any_rank, rank
+from fuzz_kinds import activation as _activation
+from fuzz_kinds import channels as _channels
+from fuzz_kinds import dims as _dims
+from fuzz_kinds import padding as _padding
+from fuzz_kinds import small as _small
+from fuzz_op_kinds import OP_KINDS
+from fuzz_sequence_kinds import SEQUENCE_KINDS
 from hypothesis import strategies as st
 from keras import layers as L
 from keras import ops
-
-
-@dataclass(frozen=True)
-class Kind:
-    """One kind of layer (or raw ``keras.ops`` operation) the generator can put in a graph.
-
-    Attributes:
-        name: the class name of its rule in ``ridurre.rules`` (layer or operation table).
-        accepts: ``accepts(shape)``: whether it can be called on a tensor of this shape (no batch axis).
-        build: ``build(draw, x)`` (or ``build(draw, x, y)`` when ``arity == 2``) -> output tensor.
-        arity: 1, or 2 for merges (``y`` has ``x``'s shape, or ``x``'s shape but another channel count
-            when ``other_channels``).
-        other_channels: a merge whose inputs may differ in the channel count (Concatenate).
-        exact: pruned == zeroed holds exactly through it.
-        op: a raw ``keras.ops`` operation (looked up in the operation table).
-    """
-
-    name: str
-    accepts: Callable
-    build: Callable
-    arity: int = 1
-    other_channels: bool = False
-    exact: bool = True
-    op: bool = False
-
-
-# ----------------------------------------------------------------------------- shape predicates
-
-
-def rank(*ranks, spatial=1, at_most=None):
-    """Accepts tensors of these ranks (counting the batch axis: 2 for vectors, 4 for images) whose
-    spatial sizes are >= ``spatial`` (and <= ``at_most``: layers that grow tensors stop growing them)."""
-
-    def accepts(shape):  # shape without the batch axis
-        sizes = shape[:-1]
-        return (
-            len(shape) + 1 in ranks
-            and all(d >= spatial for d in sizes)
-            and (at_most is None or all(d <= at_most for d in sizes))
-        )
-
-    return accepts
-
-
-def any_rank(shape):
-    return True
-
-
-def _dims(x):
-    return len(x.shape) - 2  # spatial dimensions
-
-
-def _channels(x):
-    return int(x.shape[-1])
-
-
-def _small(draw, lo=2, hi=6):
-    return draw(st.integers(lo, hi))
-
-
-def _activation(draw):
-    return draw(st.sampled_from([None, "relu", "tanh", "sigmoid", "swish"]))
-
-
-def _padding(draw, x, kernel):
-    fits = all(d >= kernel for d in x.shape[1:-1])
-    return draw(st.sampled_from(["same", "valid"])) if fits else "same"
 
 
 # ----------------------------------------------------------------------------- builders
@@ -240,7 +182,7 @@ KINDS = [
     Kind("Dense", any_rank, _dense),
     # normalizations
     Kind("BatchNormalization", any_rank, lambda draw, x: L.BatchNormalization()(x)),
-    Kind("LayerNormalization", any_rank, lambda draw, x: L.LayerNormalization()(x), exact=False),
+    Kind("LayerNormalization", any_rank, lambda draw, x: L.LayerNormalization()(x)),
     Kind("GroupNormalization", any_rank, _group_norm),
     Kind("Normalization", any_rank, _normalization),
     # activations and element-wise layers
@@ -294,15 +236,15 @@ KINDS = [
     *(Kind(name, any_rank, _merge(name), arity=2) for name in ("Maximum", "Minimum")),
     Kind("Concatenate", any_rank, _concatenate, arity=2, other_channels=True),
     # raw keras.ops operations recorded in the graph
-    Kind("Add", any_rank, _op2(lambda x, y: x + y), arity=2, op=True),
-    Kind("Subtract", any_rank, _op2(lambda x, y: x - y), arity=2, op=True),
-    Kind("Multiply", any_rank, _op2(lambda x, y: x * y), arity=2, op=True),
-    Kind("Maximum", any_rank, _op2(ops.maximum), arity=2, op=True),
-    Kind("Minimum", any_rank, _op2(ops.minimum), arity=2, op=True),
-    Kind("TrueDivide", any_rank, _op2(lambda x, y: x / (ops.abs(y) + 1.0)), arity=2, op=True),
-    Kind("Divide", any_rank, _op2(ops.divide), arity=2, op=True),
+    Kind("Add", any_rank, _op2(lambda x, y: x + y), arity=2, table="op"),
+    Kind("Subtract", any_rank, _op2(lambda x, y: x - y), arity=2, table="op"),
+    Kind("Multiply", any_rank, _op2(lambda x, y: x * y), arity=2, table="op"),
+    Kind("Maximum", any_rank, _op2(ops.maximum), arity=2, table="op"),
+    Kind("Minimum", any_rank, _op2(ops.minimum), arity=2, table="op"),
+    Kind("TrueDivide", any_rank, _op2(lambda x, y: x / (ops.abs(y) + 1.0)), arity=2, table="op"),
+    Kind("Divide", any_rank, _op2(ops.divide), arity=2, table="op"),
     *(
-        Kind(name, any_rank, _op1(fn), op=True)
+        Kind(name, any_rank, _op1(fn), table="op")
         for name, fn in (
             ("Relu", ops.relu),
             ("Relu6", ops.relu6),
@@ -318,9 +260,11 @@ KINDS = [
             ("Cast", lambda x: ops.cast(x, "float32")),
         )
     ),
-    Kind("ExpandDims", any_rank, _expand_squeeze, op=True),
-    Kind("Squeeze", any_rank, _expand_squeeze, op=True),
-    Kind("Transpose", rank(4, 5), _transpose_op, op=True),
+    Kind("ExpandDims", any_rank, _expand_squeeze, table="op"),
+    Kind("Squeeze", any_rank, _expand_squeeze, table="op"),
+    Kind("Transpose", rank(4, 5), _transpose_op, table="op"),
+    *OP_KINDS,
+    *SEQUENCE_KINDS,
 ]
 """Every kind of layer the generator draws from (see the module docstring to add one)."""
 
@@ -329,8 +273,11 @@ STRUCTURES = {"nested model": (any_rank, _nested), "shared layer": (any_rank, _s
 
 
 def covered_rule_names():
-    """``(layer rule names, operation rule names)`` the kinds cover."""
-    return {k.name for k in KINDS if not k.op}, {k.name for k in KINDS if k.op}
+    """``{table: names of the rules the kinds cover}`` (see :data:`fuzz_kinds.TABLES`)."""
+    covered = {table: set() for table in TABLES}
+    for kind in KINDS:
+        covered[kind.table].add(kind.name)
+    return covered
 
 
 # ----------------------------------------------------------------------------- graphs
@@ -342,7 +289,6 @@ class Graph:
 
     model: keras.Model
     steps: list
-    exact: bool
 
 
 def _input_shape(draw):
@@ -367,6 +313,10 @@ def _partner(draw, x, pool, other_channels):
     return branch(x), "branch"
 
 
+def _label(kind):
+    return kind.name if kind.table == "layer" else f"{kind.table} {kind.name.rsplit('.', 1)[-1]}"
+
+
 def draw_graph(draw, max_steps=8):
     """Draw a random Functional model: one or two inputs, ``1..max_steps`` layers drawn from
     :data:`KINDS` and :data:`STRUCTURES`, and a Dense head."""
@@ -376,7 +326,7 @@ def draw_graph(draw, max_steps=8):
     stem = _conv()(draw, inputs[0]) if len(inputs[0].shape) >= 3 else _dense(draw, inputs[0])
     pool = [*inputs, stem]
     stem_name = f"Conv{_dims(inputs[0])}D" if len(inputs[0].shape) >= 3 else "Dense"
-    steps, exact, used = [f"stem {stem_name}: -> {tuple(stem.shape[1:])}"], True, set()
+    steps, used = [f"stem {stem_name}: -> {tuple(stem.shape[1:])}"], set()
     used.add(id(inputs[0]))
     for _ in range(draw(st.integers(1, max_steps))):
         x = draw(st.sampled_from(pool))
@@ -389,14 +339,13 @@ def draw_graph(draw, max_steps=8):
         elif choice.arity == 2:
             y, how = _partner(draw, x, pool, choice.other_channels)
             used.add(id(y))
-            out, label = choice.build(draw, x, y), f"{'op ' if choice.op else ''}{choice.name} ({how})"
+            out, label = choice.build(draw, x, y), f"{_label(choice)} ({how})"
         else:
-            out, label = choice.build(draw, x), f"{'op ' if choice.op else ''}{choice.name}"
-        exact = exact and (isinstance(choice, str) or choice.exact)
+            out, label = choice.build(draw, x), _label(choice)
         steps.append(f"{label}: {shape} -> {tuple(out.shape[1:])}")
         pool.append(out)
     heads = [t for t in pool if id(t) not in used]  # every branch reaches the output
     heads = [L.Flatten()(t) if len(t.shape) > 2 else t for t in heads]
     head = heads[0] if len(heads) == 1 else L.Concatenate()(heads)
     outputs = L.Dense(3, name="head")(head)
-    return Graph(keras.Model(inputs, outputs), steps, exact)
+    return Graph(keras.Model(inputs, outputs), steps)
