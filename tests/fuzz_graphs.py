@@ -34,7 +34,6 @@ from hypothesis import strategies as st
 from keras import layers as L
 from keras import ops
 
-
 # ----------------------------------------------------------------------------- builders
 
 
@@ -194,15 +193,15 @@ KINDS = [
     Kind("Softmax", rank(3, 4, 5), lambda draw, x: L.Softmax(axis=draw(st.sampled_from([1, -1])))(x)),
     Kind("Rescaling", any_rank, lambda draw, x: L.Rescaling(0.5, offset=draw(st.sampled_from([0.0, 1.0])))(x)),
     # regularization and identity layers (identity at inference)
-    Kind("Dropout", any_rank, lambda draw, x: L.Dropout(0.3)(x)),
-    Kind("SpatialDropout1D", rank(3), lambda draw, x: L.SpatialDropout1D(0.3)(x)),
-    Kind("SpatialDropout2D", rank(4), lambda draw, x: L.SpatialDropout2D(0.3)(x)),
-    Kind("SpatialDropout3D", rank(5), lambda draw, x: L.SpatialDropout3D(0.3)(x)),
-    Kind("GaussianNoise", any_rank, lambda draw, x: L.GaussianNoise(0.1)(x)),
-    Kind("GaussianDropout", any_rank, lambda draw, x: L.GaussianDropout(0.1)(x)),
-    Kind("AlphaDropout", any_rank, lambda draw, x: L.AlphaDropout(0.1)(x)),
-    Kind("ActivityRegularization", any_rank, lambda draw, x: L.ActivityRegularization(l1=0.01)(x)),
-    Kind("Identity", any_rank, lambda draw, x: L.Identity()(x)),
+    Kind("Dropout", any_rank, lambda draw, x: L.Dropout(0.3)(x), family="identity"),
+    Kind("SpatialDropout1D", rank(3), lambda draw, x: L.SpatialDropout1D(0.3)(x), family="identity"),
+    Kind("SpatialDropout2D", rank(4), lambda draw, x: L.SpatialDropout2D(0.3)(x), family="identity"),
+    Kind("SpatialDropout3D", rank(5), lambda draw, x: L.SpatialDropout3D(0.3)(x), family="identity"),
+    Kind("GaussianNoise", any_rank, lambda draw, x: L.GaussianNoise(0.1)(x), family="identity"),
+    Kind("GaussianDropout", any_rank, lambda draw, x: L.GaussianDropout(0.1)(x), family="identity"),
+    Kind("AlphaDropout", any_rank, lambda draw, x: L.AlphaDropout(0.1)(x), family="identity"),
+    Kind("ActivityRegularization", any_rank, lambda draw, x: L.ActivityRegularization(l1=0.01)(x), family="identity"),
+    Kind("Identity", any_rank, lambda draw, x: L.Identity()(x), family="identity"),
     Kind("Masking", rank(3), lambda draw, x: L.Masking(mask_value=0.0)(x)),
     # spatial layers
     Kind("ZeroPadding1D", rank(3, at_most=8), _per_dims("ZeroPadding", padding=1)),
@@ -232,8 +231,10 @@ KINDS = [
     Kind("Permute", rank(4, 5), _permute),
     Kind("RepeatVector", rank(2), lambda draw, x: L.RepeatVector(draw(st.integers(2, 3)))(x)),
     # merges
-    *(Kind(name, any_rank, _merge(name), arity=2) for name in ("Add", "Subtract", "Multiply", "Average")),
-    *(Kind(name, any_rank, _merge(name), arity=2) for name in ("Maximum", "Minimum")),
+    *(
+        Kind(name, any_rank, _merge(name), arity=2, family="merge")
+        for name in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
+    ),
     Kind("Concatenate", any_rank, _concatenate, arity=2, other_channels=True),
     # raw keras.ops operations recorded in the graph
     Kind("Add", any_rank, _op2(lambda x, y: x + y), arity=2, table="op"),
@@ -244,7 +245,7 @@ KINDS = [
     Kind("TrueDivide", any_rank, _op2(lambda x, y: x / (ops.abs(y) + 1.0)), arity=2, table="op"),
     Kind("Divide", any_rank, _op2(ops.divide), arity=2, table="op"),
     *(
-        Kind(name, any_rank, _op1(fn), table="op")
+        Kind(name, any_rank, _op1(fn), table="op", family="activation op")
         for name, fn in (
             ("Relu", ops.relu),
             ("Relu6", ops.relu6),
@@ -317,10 +318,33 @@ def _label(kind):
     return kind.name if kind.table == "layer" else f"{kind.table} {kind.name.rsplit('.', 1)[-1]}"
 
 
+ATTENTION = ("MultiHeadAttention", "GroupedQueryAttention")
+"""The kinds a graph starts with one time in four (on a sequence), so that the fuzzer deletes
+attention heads and head dimensions (internal units) often, not only channels."""
+
+
+def _step(draw, x, pool, used, kinds, structures=True):
+    """Apply one of ``kinds`` (or of the structures) accepting ``x``: ``(output, label)``."""
+    shape = tuple(x.shape[1:])
+    kinds = [k for k in kinds if k.accepts(shape)]
+    structures = [s for s, (ok, _) in STRUCTURES.items() if ok(shape)] if structures else []
+    choice = draw(st.sampled_from(sorted({k.family for k in kinds}) + structures))
+    if choice in STRUCTURES:
+        return STRUCTURES[choice][1](draw, x), choice
+    choice = draw(st.sampled_from([k for k in kinds if k.family == choice]))
+    if choice.arity == 2:
+        y, how = _partner(draw, x, pool, choice.other_channels)
+        used.add(id(y))
+        return choice.build(draw, x, y), f"{_label(choice)} ({how})"
+    return choice.build(draw, x), _label(choice)
+
+
 def draw_graph(draw, max_steps=8):
     """Draw a random Functional model: one or two inputs, ``1..max_steps`` layers drawn from
-    :data:`KINDS` and :data:`STRUCTURES`, and a Dense head."""
-    inputs = [keras.Input(_input_shape(draw))]
+    :data:`KINDS` and :data:`STRUCTURES` (one graph in four starting with :data:`ATTENTION`), and
+    a Dense head."""
+    attention = draw(st.integers(0, 3)) == 0
+    inputs = [keras.Input((draw(st.integers(3, 6)), draw(st.integers(2, 5))) if attention else _input_shape(draw))]
     if draw(st.integers(0, 3)) == 0:
         inputs.append(keras.Input(tuple(inputs[0].shape[1:])))
     stem = _conv()(draw, inputs[0]) if len(inputs[0].shape) >= 3 else _dense(draw, inputs[0])
@@ -328,21 +352,13 @@ def draw_graph(draw, max_steps=8):
     stem_name = f"Conv{_dims(inputs[0])}D" if len(inputs[0].shape) >= 3 else "Dense"
     steps, used = [f"stem {stem_name}: -> {tuple(stem.shape[1:])}"], set()
     used.add(id(inputs[0]))
-    for _ in range(draw(st.integers(1, max_steps))):
-        x = draw(st.sampled_from(pool))
+    for i in range(draw(st.integers(1, max_steps))):
+        x = stem if attention and i == 0 else draw(st.sampled_from(pool))
         used.add(id(x))
-        shape = tuple(x.shape[1:])
-        choices = [k for k in KINDS if k.accepts(shape)] + [s for s, (ok, _) in STRUCTURES.items() if ok(shape)]
-        choice = draw(st.sampled_from(choices))
-        if isinstance(choice, str):
-            out, label = STRUCTURES[choice][1](draw, x), choice
-        elif choice.arity == 2:
-            y, how = _partner(draw, x, pool, choice.other_channels)
-            used.add(id(y))
-            out, label = choice.build(draw, x, y), f"{_label(choice)} ({how})"
-        else:
-            out, label = choice.build(draw, x), _label(choice)
-        steps.append(f"{label}: {shape} -> {tuple(out.shape[1:])}")
+        first = attention and i == 0
+        kinds = [k for k in KINDS if k.name in ATTENTION] if first else KINDS
+        out, label = _step(draw, x, pool, used, kinds, structures=not first)
+        steps.append(f"{label}: {tuple(x.shape[1:])} -> {tuple(out.shape[1:])}")
         pool.append(out)
     heads = [t for t in pool if id(t) not in used]  # every branch reaches the output
     heads = [L.Flatten()(t) if len(t.shape) > 2 else t for t in heads]

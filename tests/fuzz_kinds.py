@@ -26,6 +26,9 @@ class Kind:
             another channel count when ``other_channels``).
         other_channels: a merge whose inputs may differ in the channel count (Concatenate).
         table: which table of :data:`TABLES` its rule is in.
+        family: kinds of one family (the unary functions, the comparisons...) share one draw, so
+            that a family of forty functions is not drawn forty times as often as attention.
+            Default: the kind's own name.
     """
 
     name: str
@@ -34,10 +37,13 @@ class Kind:
     arity: int = 1
     other_channels: bool = False
     table: str = "layer"
+    family: str = ""
 
     def __post_init__(self):
         if self.table not in TABLES:
             raise ValueError(f"Kind {self.name!r}: table must be one of {TABLES}, got {self.table!r}")
+        if not self.family:
+            object.__setattr__(self, "family", f"{self.table} {self.name}")
 
 
 def rank(*ranks, spatial=1, at_most=None, channels=1):

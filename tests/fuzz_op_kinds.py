@@ -82,16 +82,17 @@ _UNARY = {
 def _split(draw, x):
     """Split the channel axis (or the first spatial axis) in equal parts and join them back in
     another order (or add them)."""
-    spatial = len(x.shape) >= 3 and x.shape[1] % 2 == 0 and draw(st.booleans())
-    axis = 1 if spatial else -1
-    parts = ops.split(x, 2, axis=axis)
+    axes = [a for a in range(1, len(x.shape)) if x.shape[a] % 2 == 0 and a in (1, len(x.shape) - 1)]
+    axis = draw(st.sampled_from(axes))
+    spatial = axis != len(x.shape) - 1
+    parts = ops.split(x, 2, axis=axis if spatial else -1)
     if not spatial and draw(st.booleans()):
         return parts[0] + parts[1]
-    return ops.concatenate(parts[::-1], axis=axis)
+    return ops.concatenate(parts[::-1], axis=axis if spatial else -1)
 
 
-def _splittable(shape):
-    return shape[-1] % 2 == 0 or (len(shape) >= 2 and shape[0] % 2 == 0)
+def _splittable(shape):  # no batch axis: the first spatial axis or the channel axis is even
+    return shape[-1] % 2 == 0 or shape[0] % 2 == 0
 
 
 def _pad(draw, x):
@@ -156,7 +157,7 @@ def _einsum(draw, x, y):
 
 OP_KINDS = [
     *(
-        Kind(name, any_rank, _comparison(fn), arity=2, table="op")
+        Kind(name, any_rank, _comparison(fn), arity=2, table="op", family="comparison")
         for name, fn in (
             ("Equal", ops.equal),
             ("NotEqual", ops.not_equal),
@@ -167,13 +168,19 @@ OP_KINDS = [
         )
     ),
     *(
-        Kind(name, any_rank, _logical(fn), arity=2, table="op")
-        for name, fn in (("LogicalAnd", ops.logical_and), ("LogicalOr", ops.logical_or), ("LogicalXor", ops.logical_xor))
+        Kind(name, any_rank, _logical(fn), arity=2, table="op", family="logic")
+        for name, fn in (
+            ("LogicalAnd", ops.logical_and),
+            ("LogicalOr", ops.logical_or),
+            ("LogicalXor", ops.logical_xor),
+        )
     ),
-    Kind("LogicalNot", any_rank, lambda draw, x: _float(ops.logical_not(ops.greater(x, 0.0))), table="op"),
-    *(Kind(name, any_rank, lambda draw, x, fn=fn: fn(x), table="op") for name, fn in _UNARY.items()),
+    Kind(
+        "LogicalNot", any_rank, lambda draw, x: _float(ops.logical_not(ops.greater(x, 0.0))), table="op", family="logic"
+    ),
+    *(Kind(name, any_rank, lambda draw, x, fn=fn: fn(x), table="op", family="unary") for name, fn in _UNARY.items()),
     *(
-        Kind(name, rank(3, 4, 5), _reduction(fn), table="op")
+        Kind(name, rank(3, 4, 5), _reduction(fn), table="op", family="reduction")
         for name, fn in (
             ("Mean", ops.mean),
             ("Sum", ops.sum),
