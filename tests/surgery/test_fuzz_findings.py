@@ -5,6 +5,7 @@ import keras
 import numpy as np
 from helpers import randomize_weights
 from keras import layers as L
+from keras import ops
 
 import ridurre
 from ridurre.surgery import Surgeon
@@ -90,3 +91,17 @@ def test_an_attention_layer_returning_its_scores_is_addressed_by_its_name():
     pruned, zeroed = _pruned_and_zeroed(model, "mha", [0, 2])
     assert pruned.get_layer("mha").get_config()["output_shape"] == (4,)
     _assert_same(pruned, zeroed, np.random.default_rng(3).normal(size=(2, 4, 3)).astype("float32"))
+
+
+def test_channels_turned_into_token_ids_are_not_pruned():
+    """Token ids computed from a layer's channels: the Embedding turns that axis into positions,
+    so deleting a channel removed a position (the Dense after the Flatten no longer fit) and
+    zeroing one changed a token id."""
+    x = keras.Input((5,))
+    h = L.Dense(4, name="h")(x)
+    ids = ops.cast(ops.clip(ops.floor(ops.absolute(h) * 2.0), 0, 3), "int32")
+    model = randomize_weights(keras.Model(x, L.Dense(2)(L.Flatten()(L.Embedding(4, 3, name="emb")(ids)))))
+    h_group = _group(model, "h")
+    assert not h_group.prunable and "token ids" in h_group.reason
+    xs = np.random.default_rng(4).normal(size=(2, 5)).astype("float32")
+    _assert_same(*_pruned_and_zeroed(model, "emb", [1]), xs)  # its own channels stay prunable
