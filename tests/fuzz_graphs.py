@@ -6,93 +6,34 @@ the coverage test checks against ``ridurre.rules``), the input shapes it accepts
 ``build(draw, x)`` (``build(draw, x, y)`` for a merge) returning its output tensor. To cover a new
 rule, add one entry::
 
-    Kind("MultiHeadAttention", accepts=rank(3), build=lambda draw, x: keras.layers.MultiHeadAttention(
-        num_heads=draw(st.integers(1, 2)), key_dim=2)(x, x)),
+    Kind("Resizing", accepts=rank(4), build=lambda draw, x: keras.layers.Resizing(
+        draw(st.integers(2, 6)), draw(st.integers(2, 6)))(x)),
 
-``exact=False`` marks a layer through which the pruned model is structurally right but not
-numerically equal to the zeroed one (LayerNormalization: its statistics change); a graph holding
-one is checked for shapes and finite values only.
+The kinds of the newer rules (attention, recurrent layers, embeddings, einsum, the unary and
+shape operations, the ``keras.applications`` and keras-hub layers) are in
+``tests/fuzz_sequence_kinds.py`` and ``tests/fuzz_op_kinds.py``. Layers that normalize over the
+channels (LayerNormalization, the RMS norms) are compared with the reference that deletes their
+channels too (``Surgeon.operate(zero=True, delete_inexact=True)``), exactly like the others.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
 import numpy as np
+from fuzz_kinds import TABLES, Kind, any_rank, rank
+from fuzz_kinds import activation as _activation
+from fuzz_kinds import channels as _channels
+from fuzz_kinds import dims as _dims
+from fuzz_kinds import padding as _padding
+from fuzz_kinds import small as _small
+from fuzz_op_kinds import OP_KINDS
+from fuzz_sequence_kinds import SEQUENCE_KINDS
 from hypothesis import strategies as st
 from keras import layers as L
 from keras import ops
-
-
-@dataclass(frozen=True)
-class Kind:
-    """One kind of layer (or raw ``keras.ops`` operation) the generator can put in a graph.
-
-    Attributes:
-        name: the class name of its rule in ``ridurre.rules`` (layer or operation table).
-        accepts: ``accepts(shape)``: whether it can be called on a tensor of this shape (no batch axis).
-        build: ``build(draw, x)`` (or ``build(draw, x, y)`` when ``arity == 2``) -> output tensor.
-        arity: 1, or 2 for merges (``y`` has ``x``'s shape, or ``x``'s shape but another channel count
-            when ``other_channels``).
-        other_channels: a merge whose inputs may differ in the channel count (Concatenate).
-        exact: pruned == zeroed holds exactly through it.
-        op: a raw ``keras.ops`` operation (looked up in the operation table).
-    """
-
-    name: str
-    accepts: Callable
-    build: Callable
-    arity: int = 1
-    other_channels: bool = False
-    exact: bool = True
-    op: bool = False
-
-
-# ----------------------------------------------------------------------------- shape predicates
-
-
-def rank(*ranks, spatial=1, at_most=None):
-    """Accepts tensors of these ranks (counting the batch axis: 2 for vectors, 4 for images) whose
-    spatial sizes are >= ``spatial`` (and <= ``at_most``: layers that grow tensors stop growing them)."""
-
-    def accepts(shape):  # shape without the batch axis
-        sizes = shape[:-1]
-        return (
-            len(shape) + 1 in ranks
-            and all(d >= spatial for d in sizes)
-            and (at_most is None or all(d <= at_most for d in sizes))
-        )
-
-    return accepts
-
-
-def any_rank(shape):
-    return True
-
-
-def _dims(x):
-    return len(x.shape) - 2  # spatial dimensions
-
-
-def _channels(x):
-    return int(x.shape[-1])
-
-
-def _small(draw, lo=2, hi=6):
-    return draw(st.integers(lo, hi))
-
-
-def _activation(draw):
-    return draw(st.sampled_from([None, "relu", "tanh", "sigmoid", "swish"]))
-
-
-def _padding(draw, x, kernel):
-    fits = all(d >= kernel for d in x.shape[1:-1])
-    return draw(st.sampled_from(["same", "valid"])) if fits else "same"
-
 
 # ----------------------------------------------------------------------------- builders
 
@@ -248,7 +189,7 @@ KINDS = [
     Kind("Dense", any_rank, _dense),
     # normalizations
     Kind("BatchNormalization", any_rank, lambda draw, x: L.BatchNormalization()(x)),
-    Kind("LayerNormalization", any_rank, lambda draw, x: L.LayerNormalization()(x), exact=False),
+    Kind("LayerNormalization", any_rank, lambda draw, x: L.LayerNormalization()(x)),
     Kind("GroupNormalization", any_rank, _group_norm),
     Kind("Normalization", any_rank, _normalization),
     # activations and element-wise layers
@@ -260,15 +201,15 @@ KINDS = [
     Kind("Softmax", rank(3, 4, 5), lambda draw, x: L.Softmax(axis=draw(st.sampled_from([1, -1])))(x)),
     Kind("Rescaling", any_rank, lambda draw, x: L.Rescaling(0.5, offset=draw(st.sampled_from([0.0, 1.0])))(x)),
     # regularization and identity layers (identity at inference)
-    Kind("Dropout", any_rank, lambda draw, x: L.Dropout(0.3)(x)),
-    Kind("SpatialDropout1D", rank(3), lambda draw, x: L.SpatialDropout1D(0.3)(x)),
-    Kind("SpatialDropout2D", rank(4), lambda draw, x: L.SpatialDropout2D(0.3)(x)),
-    Kind("SpatialDropout3D", rank(5), lambda draw, x: L.SpatialDropout3D(0.3)(x)),
-    Kind("GaussianNoise", any_rank, lambda draw, x: L.GaussianNoise(0.1)(x)),
-    Kind("GaussianDropout", any_rank, lambda draw, x: L.GaussianDropout(0.1)(x)),
-    Kind("AlphaDropout", any_rank, lambda draw, x: L.AlphaDropout(0.1)(x)),
-    Kind("ActivityRegularization", any_rank, lambda draw, x: L.ActivityRegularization(l1=0.01)(x)),
-    Kind("Identity", any_rank, lambda draw, x: L.Identity()(x)),
+    Kind("Dropout", any_rank, lambda draw, x: L.Dropout(0.3)(x), family="identity"),
+    Kind("SpatialDropout1D", rank(3), lambda draw, x: L.SpatialDropout1D(0.3)(x), family="identity"),
+    Kind("SpatialDropout2D", rank(4), lambda draw, x: L.SpatialDropout2D(0.3)(x), family="identity"),
+    Kind("SpatialDropout3D", rank(5), lambda draw, x: L.SpatialDropout3D(0.3)(x), family="identity"),
+    Kind("GaussianNoise", any_rank, lambda draw, x: L.GaussianNoise(0.1)(x), family="identity"),
+    Kind("GaussianDropout", any_rank, lambda draw, x: L.GaussianDropout(0.1)(x), family="identity"),
+    Kind("AlphaDropout", any_rank, lambda draw, x: L.AlphaDropout(0.1)(x), family="identity"),
+    Kind("ActivityRegularization", any_rank, lambda draw, x: L.ActivityRegularization(l1=0.01)(x), family="identity"),
+    Kind("Identity", any_rank, lambda draw, x: L.Identity()(x), family="identity"),
     Kind("Masking", rank(3), lambda draw, x: L.Masking(mask_value=0.0)(x)),
     # spatial layers
     Kind("ZeroPadding1D", rank(3, at_most=8), _per_dims("ZeroPadding", padding=1)),
@@ -298,19 +239,21 @@ KINDS = [
     Kind("Permute", rank(4, 5), _permute),
     Kind("RepeatVector", rank(2), lambda draw, x: L.RepeatVector(draw(st.integers(2, 3)))(x)),
     # merges
-    *(Kind(name, any_rank, _merge(name), arity=2) for name in ("Add", "Subtract", "Multiply", "Average")),
-    *(Kind(name, any_rank, _merge(name), arity=2) for name in ("Maximum", "Minimum")),
+    *(
+        Kind(name, any_rank, _merge(name), arity=2, family="merge")
+        for name in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
+    ),
     Kind("Concatenate", any_rank, _concatenate, arity=2, other_channels=True),
     # raw keras.ops operations recorded in the graph
-    Kind("Add", any_rank, _op2(lambda x, y: x + y), arity=2, op=True),
-    Kind("Subtract", any_rank, _op2(lambda x, y: x - y), arity=2, op=True),
-    Kind("Multiply", any_rank, _op2(lambda x, y: x * y), arity=2, op=True),
-    Kind("Maximum", any_rank, _op2(ops.maximum), arity=2, op=True),
-    Kind("Minimum", any_rank, _op2(ops.minimum), arity=2, op=True),
-    Kind("TrueDivide", any_rank, _op2(lambda x, y: x / (ops.abs(y) + 1.0)), arity=2, op=True),
-    Kind("Divide", any_rank, _op2(ops.divide), arity=2, op=True),
+    Kind("Add", any_rank, _op2(lambda x, y: x + y), arity=2, table="op"),
+    Kind("Subtract", any_rank, _op2(lambda x, y: x - y), arity=2, table="op"),
+    Kind("Multiply", any_rank, _op2(lambda x, y: x * y), arity=2, table="op"),
+    Kind("Maximum", any_rank, _op2(ops.maximum), arity=2, table="op"),
+    Kind("Minimum", any_rank, _op2(ops.minimum), arity=2, table="op"),
+    Kind("TrueDivide", any_rank, _op2(lambda x, y: x / (ops.abs(y) + 1.0)), arity=2, table="op"),
+    Kind("Divide", any_rank, _op2(ops.divide), arity=2, table="op"),
     *(
-        Kind(name, any_rank, _op1(fn), op=True)
+        Kind(name, any_rank, _op1(fn), table="op", family="activation op")
         for name, fn in (
             ("Relu", ops.relu),
             ("Relu6", ops.relu6),
@@ -326,11 +269,13 @@ KINDS = [
             ("Cast", lambda x: ops.cast(x, "float32")),
         )
     ),
-    Kind("ExpandDims", any_rank, _expand_squeeze, op=True),
-    Kind("Squeeze", any_rank, _expand_squeeze, op=True),
-    Kind("Transpose", rank(4, 5), _transpose_op, op=True),
-    Kind("Reshape", rank(3, 4, 5), _reshape_op, op=True),
-    Kind("Repeat", rank(3, 4, 5, at_most=8), lambda draw, x: ops.repeat(x, 2, axis=1), op=True),
+    Kind("ExpandDims", any_rank, _expand_squeeze, table="op"),
+    Kind("Squeeze", any_rank, _expand_squeeze, table="op"),
+    Kind("Transpose", rank(4, 5), _transpose_op, table="op"),
+    Kind("Reshape", rank(3, 4, 5), _reshape_op, table="op"),
+    Kind("Repeat", rank(3, 4, 5, at_most=8), lambda draw, x: ops.repeat(x, 2, axis=1), table="op"),
+    *OP_KINDS,
+    *SEQUENCE_KINDS,
 ]
 """Every kind of layer the generator draws from (see the module docstring to add one)."""
 
@@ -339,8 +284,11 @@ STRUCTURES = {"nested model": (any_rank, _nested), "shared layer": (any_rank, _s
 
 
 def covered_rule_names():
-    """``(layer rule names, operation rule names)`` the kinds cover."""
-    return {k.name for k in KINDS if not k.op}, {k.name for k in KINDS if k.op}
+    """``{table: names of the rules the kinds cover}`` (see :data:`fuzz_kinds.TABLES`)."""
+    covered = {table: set() for table in TABLES}
+    for kind in KINDS:
+        covered[kind.table].add(kind.name)
+    return covered
 
 
 # ----------------------------------------------------------------------------- graphs
@@ -352,7 +300,6 @@ class Graph:
 
     model: keras.Model
     steps: list
-    exact: bool
 
 
 def _input_shape(draw):
@@ -377,36 +324,54 @@ def _partner(draw, x, pool, other_channels):
     return branch(x), "branch"
 
 
+def _label(kind):
+    return kind.name if kind.table == "layer" else f"{kind.table} {kind.name.rsplit('.', 1)[-1]}"
+
+
+ATTENTION = ("MultiHeadAttention", "GroupedQueryAttention")
+"""The kinds a graph starts with one time in four (on a sequence), so that the fuzzer deletes
+attention heads and head dimensions (internal units) often, not only channels."""
+
+
+def _step(draw, x, pool, used, kinds, structures=True):
+    """Apply one of ``kinds`` (or of the structures) accepting ``x``: ``(output, label)``."""
+    shape = tuple(x.shape[1:])
+    kinds = [k for k in kinds if k.accepts(shape)]
+    structures = [s for s, (ok, _) in STRUCTURES.items() if ok(shape)] if structures else []
+    choice = draw(st.sampled_from(sorted({k.family for k in kinds}) + structures))
+    if choice in STRUCTURES:
+        return STRUCTURES[choice][1](draw, x), choice
+    choice = draw(st.sampled_from([k for k in kinds if k.family == choice]))
+    if choice.arity == 2:
+        y, how = _partner(draw, x, pool, choice.other_channels)
+        used.add(id(y))
+        return choice.build(draw, x, y), f"{_label(choice)} ({how})"
+    return choice.build(draw, x), _label(choice)
+
+
 def draw_graph(draw, max_steps=8):
     """Draw a random Functional model: one or two inputs, ``1..max_steps`` layers drawn from
-    :data:`KINDS` and :data:`STRUCTURES`, and a Dense head."""
-    inputs = [keras.Input(_input_shape(draw))]
+    :data:`KINDS` and :data:`STRUCTURES` (one graph in four starting with :data:`ATTENTION`), and
+    a Dense head."""
+    attention = draw(st.integers(0, 3)) == 0
+    inputs = [keras.Input((draw(st.integers(3, 6)), draw(st.integers(2, 5))) if attention else _input_shape(draw))]
     if draw(st.integers(0, 3)) == 0:
         inputs.append(keras.Input(tuple(inputs[0].shape[1:])))
     stem = _conv()(draw, inputs[0]) if len(inputs[0].shape) >= 3 else _dense(draw, inputs[0])
     pool = [*inputs, stem]
     stem_name = f"Conv{_dims(inputs[0])}D" if len(inputs[0].shape) >= 3 else "Dense"
-    steps, exact, used = [f"stem {stem_name}: -> {tuple(stem.shape[1:])}"], True, set()
+    steps, used = [f"stem {stem_name}: -> {tuple(stem.shape[1:])}"], set()
     used.add(id(inputs[0]))
-    for _ in range(draw(st.integers(1, max_steps))):
-        x = draw(st.sampled_from(pool))
+    for i in range(draw(st.integers(1, max_steps))):
+        x = stem if attention and i == 0 else draw(st.sampled_from(pool))
         used.add(id(x))
-        shape = tuple(x.shape[1:])
-        choices = [k for k in KINDS if k.accepts(shape)] + [s for s, (ok, _) in STRUCTURES.items() if ok(shape)]
-        choice = draw(st.sampled_from(choices))
-        if isinstance(choice, str):
-            out, label = STRUCTURES[choice][1](draw, x), choice
-        elif choice.arity == 2:
-            y, how = _partner(draw, x, pool, choice.other_channels)
-            used.add(id(y))
-            out, label = choice.build(draw, x, y), f"{'op ' if choice.op else ''}{choice.name} ({how})"
-        else:
-            out, label = choice.build(draw, x), f"{'op ' if choice.op else ''}{choice.name}"
-        exact = exact and (isinstance(choice, str) or choice.exact)
-        steps.append(f"{label}: {shape} -> {tuple(out.shape[1:])}")
+        first = attention and i == 0
+        kinds = [k for k in KINDS if k.name in ATTENTION] if first else KINDS
+        out, label = _step(draw, x, pool, used, kinds, structures=not first)
+        steps.append(f"{label}: {tuple(x.shape[1:])} -> {tuple(out.shape[1:])}")
         pool.append(out)
     heads = [t for t in pool if id(t) not in used]  # every branch reaches the output
     heads = [L.Flatten()(t) if len(t.shape) > 2 else t for t in heads]
     head = heads[0] if len(heads) == 1 else L.Concatenate()(heads)
     outputs = L.Dense(3, name="head")(head)
-    return Graph(keras.Model(inputs, outputs), steps, exact)
+    return Graph(keras.Model(inputs, outputs), steps)

@@ -451,6 +451,11 @@ class Trace:
         """The :class:`LayerUse` of a layer object."""
         return self.uses[id(layer)]
 
+    def created_units(self, layer):
+        """The units ``layer`` creates (its output channels when it is a group producer, the
+        first output's when it has several: an attention layer returning its scores), or ``None``."""
+        return self._source_units.get(id(layer))
+
     def source_use(self, path: str) -> tuple[LayerUse | None, str | None]:
         """``(LayerUse, internal name)`` of a group producer: the layer creating the channels and,
         for internal units (``"mha:heads"``), their name (``None`` for a layer's output).

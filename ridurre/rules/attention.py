@@ -42,7 +42,7 @@ import math
 
 import numpy as np
 
-from ridurre.rules.base import LayerRule, Unsupported, prod
+from ridurre.rules.base import LayerRule, Unsupported, bias_add_can_misroute, prod
 
 __all__ = ["MultiHeadAttentionRule", "GroupedQueryAttentionRule"]
 
@@ -131,6 +131,37 @@ class _AttentionRule(LayerRule):
         scores = ctx.new_units(out_shapes[1][-1], internal="attention_scores")
         ctx.block(scores, "attention scores hold positions, not channels")
         return [scores]
+
+    def _guard_bias_add(self, layer, in_shapes, ctx, heads, dims):
+        """Keep a projection's ``(heads, head_dim)`` bias from reaching a shape that Keras's
+        TensorFlow backend adds over the positions (see
+        :func:`ridurre.rules.base.bias_add_can_misroute`): ``(heads, 1)`` with as many heads as
+        positions on the first axis. When the heads could match the positions, the head
+        dimensions are kept (so none reaches 1), and the heads too when a dimension is already 1.
+
+        Args:
+            heads: the layouts of the internal units that change the number of heads.
+            dims: the layouts of the head dimensions.
+        """
+        if not layer.use_bias:
+            return
+        query, value, key = (list(in_shapes) + [None, None, None])[:3]
+        key = value if key is None else key
+        # traced shapes have no batch axis; a projection gives (batch, positions..., heads, head_dim)
+        heads_axis = len(query)
+        risky = False
+        for shape, n in ((query, self._heads(layer)), (value, self._kv_heads(layer)), (key, self._kv_heads(layer))):
+            # a sequence of unknown length (None) is not checked
+            risky = risky or bias_add_can_misroute(len(shape) + 2, shape[0], {heads_axis: range(1, n + 1)})
+        if not risky:
+            return
+        reason = (
+            "as many heads as positions: a projection bias of shape (heads, 1) would be added over the positions "
+            "by Keras's TensorFlow backend"
+        )
+        blocked = dims + (heads if min(self._dims(layer)) == 1 else [])
+        for layout in blocked:
+            ctx.block(layout, reason)
 
     # -- cost -------------------------------------------------------------------------------
     def _attention_positions(self, layer, query_shape, value_shape):
@@ -238,10 +269,11 @@ class MultiHeadAttentionRule(_AttentionRule):
         heads = ctx.new_units(self._heads(layer), internal="heads", kind="heads")
         key_dim, value_dim = self._dims(layer)
         if key_dim == value_dim:
-            ctx.new_units(key_dim, internal="head_dims", kind="head_dims")
+            dims = [ctx.new_units(key_dim, internal="head_dims", kind="head_dims")]
         else:
-            ctx.new_units(key_dim, internal="key_dims", kind="head_dims")
-            ctx.new_units(value_dim, internal="value_dims", kind="head_dims")
+            dims = [ctx.new_units(key_dim, internal="key_dims", kind="head_dims")]
+            dims.append(ctx.new_units(value_dim, internal="value_dims", kind="head_dims"))
+        self._guard_bias_add(layer, in_shapes, ctx, [heads], dims)
         return [out] + self._outputs(layer, out_shapes, ctx, heads)
 
     def _attention_positions(self, layer, query_shape, value_shape):
@@ -371,8 +403,9 @@ class GroupedQueryAttentionRule(_AttentionRule):
         kv_heads = ctx.new_units(self._kv_heads(layer), internal="kv_heads", kind="heads")
         # the query heads of each key/value head: the layer's heads when there is one key/value head
         kind = "heads" if self._kv_heads(layer) == 1 else "query_heads"
-        ctx.new_units(self._heads(layer) // self._kv_heads(layer), internal="query_heads", kind=kind)
-        ctx.new_units(int(layer.head_dim), internal="head_dims", kind="head_dims")
+        slots = ctx.new_units(self._heads(layer) // self._kv_heads(layer), internal="query_heads", kind=kind)
+        dims = ctx.new_units(int(layer.head_dim), internal="head_dims", kind="head_dims")
+        self._guard_bias_add(layer, in_shapes, ctx, [kv_heads, slots], [dims])
         if out_shapes[0][-1] != in_shapes[0][-1]:
             raise Unsupported("the output is not as wide as the query")
         # the output projection always has the query's width: its units are the query's

@@ -61,6 +61,7 @@ __all__ = [
     "COST_KINDS",
     "UNIT_KINDS",
     "HEAD_KINDS",
+    "bias_add_can_misroute",
 ]
 
 COST_KINDS = ("free", "activation", "normalization", "pooling", "elementwise", "other")
@@ -170,6 +171,39 @@ def is_last_axis(axis, rank: int) -> bool:
 def prod(values) -> int:
     """The product of a shape's dimensions, as an int."""
     return int(math.prod(int(v) for v in values))
+
+
+def bias_add_can_misroute(out_rank: int, first: int | None, axes: dict) -> bool:
+    """Whether a bias added by ``keras.ops.add`` could be added on the wrong axis once pruned.
+
+    Keras's TensorFlow backend turns ``ops.add(x, bias)`` into ``tf.nn.bias_add`` when the bias
+    has a single axis longer than 1 whose size is that of ``x``'s axis 1 or last axis, and then
+    adds it on axis 1 ("NCHW") unless the last axis has that size: a ``(heads, 1)`` bias of an
+    attention projection whose output is ``(batch, 3 positions, 3 heads, 1)`` is added over the
+    positions instead of the heads. Pruning can give a bias that shape (one head dimension left,
+    as many heads as positions), and the pruned model would then differ from the original.
+
+    Args:
+        out_rank: the rank of ``x`` (with the batch axis).
+        first: the size of ``x``'s axis 1 (``None``: unknown, not checked).
+        axes: ``{axis of x: sizes}``: the sizes the bias may have on each of its axes that can be
+            the only one longer than 1 once pruned (its other axes can all be pruned to 1).
+
+    Returns:
+        False on other backends. On TensorFlow, True when one of ``axes``, neither axis 1 nor
+        the last, may have the size ``first`` (at least 2).
+
+    Example:
+        >>> import keras
+        >>> risky = bias_add_can_misroute(4, 3, {2: range(1, 5)})  # (batch, 3 positions, <= 4 heads, 1)
+        >>> risky == (keras.backend.backend() == "tensorflow"), bias_add_can_misroute(4, 5, {2: range(1, 5)})
+        (True, False)
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow" or first is None or first < 2:
+        return False
+    return any(axis not in (1, out_rank - 1) and first in sizes for axis, sizes in axes.items())
 
 
 def fused_activation(layer) -> bool:

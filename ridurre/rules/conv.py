@@ -331,6 +331,8 @@ class EmbeddingRule(LayerRule):
             raise Unsupported("LoRA weights are not sliced")
         if len(in_layouts) != 1 or len(out_shapes) != 1:
             raise Unsupported("expected one input and one output")
+        if in_layouts[0] is not None:  # token ids computed from channels: those become positions
+            ctx.block(in_layouts[0], "its input holds token ids, whose last axis becomes the output's positions")
         return [ctx.new_units(int(out_shapes[0][-1]))]
 
     def slice(self, layer, config, weights, in_keep, out_keep):

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ridurre.rules.base import LayerRule, Unsupported, fused_activation, prod
+from ridurre.rules.base import LayerRule, Unsupported, bias_add_can_misroute, fused_activation, prod
 
 __all__ = ["EinsumDenseRule", "EinsumOpRule", "EinsumEquation", "parse_einsum_dense"]
 
@@ -158,12 +158,33 @@ class EinsumDenseRule(LayerRule):
             raise Unsupported("expected one input")
         if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
             raise Unsupported("LoRA or quantized kernels are not pruned")
-        flow = self._equation(layer).channel_flow()
+        eq = self._equation(layer)
+        flow = eq.channel_flow()
         if flow == "project":
-            return [ctx.new_units(out_shapes[0][-1])]
+            units = ctx.new_units(out_shapes[0][-1])
+            if self._bias_can_misroute(layer, eq, (None, *out_shapes[0])):
+                ctx.block(
+                    units,
+                    "with one output channel left, its bias would be added on another axis by Keras's "
+                    "TensorFlow backend (the bias's other axis is as long as the output's axis 1)",
+                )
+            return [units]
         if out_shapes[0][-1] != in_shapes[0][-1]:
             raise Unsupported("the channel axis changes size")
         return [in_layouts[0]]
+
+    def _bias_can_misroute(self, layer, eq, out_shape):
+        """Whether pruning the output channels down to one could leave a bias that Keras's
+        TensorFlow backend adds on the wrong axis (:func:`ridurre.rules.base.bias_add_can_misroute`);
+        ``out_shape`` has its batch axis."""
+        bias_axes = getattr(layer, "bias_axes", None) or ""
+        if eq.ellipsis or eq.output[-1] not in bias_axes or len(eq.output) != len(out_shape):
+            return False
+        sizes = {i: out_shape[i] for i, c in enumerate(eq.output[:-1]) if c in bias_axes}
+        if any(n is None for n in sizes.values()):
+            return False  # a bias axis of unknown size: not a built bias
+        longer = {i: range(int(n), int(n) + 1) for i, n in sizes.items() if n > 1}
+        return len(longer) == 1 and bias_add_can_misroute(len(out_shape), out_shape[1], longer)
 
     def _kernel_axis(self, eq, letter):
         return eq.kernel.find(letter) if letter in eq.kernel else None

@@ -198,6 +198,8 @@ class ReversibleEmbeddingRule(EmbeddingRule):
             raise Unsupported("expected one input and one output")
         hidden = ctx.new_units(int(layer.output_dim))
         if not self._reverse(ctx):
+            if in_layouts[0] is not None:  # token ids computed from channels: those become positions
+                ctx.block(in_layouts[0], "its input holds token ids, whose last axis becomes the output's positions")
             return [hidden]
         if getattr(ctx, "call_number", 1) == 1:
             raise Unsupported("its reverse call (the output projection) comes before its embedding call")

@@ -256,9 +256,14 @@ class Surgeon:
                     raise ValueError(f"layer {layer.name!r} has no internal units {internal!r} (it has {known})")
                 what = f"{use.path}:{internal}"
             else:
-                if use is None or use.out_layout is None:
+                # a producer with several outputs (attention returning its scores) is addressed by
+                # the channels it creates, as its group lists it
+                layout = None if use is None else use.out_layout
+                if layout is None and use is not None and use.rule is not None and use.rule.produces:
+                    layout = trace.created_units(layer)
+                if layout is None:
                     raise ValueError(f"layer {layer.name!r} has no single output whose channels can be deleted")
-                layout, what = use.out_layout, use.path
+                what = use.path
             idx = _validate_channels(channels, len(layout), f"layer {what!r}")
             if idx.size == 0:
                 continue

@@ -98,7 +98,9 @@ def cross_attention(causal=False):
 
 
 def gqa_block(use_gate=False, cross=False):
-    x = keras.Input((T, 10))
+    # more positions than its 6 query heads: with as many, the head dimensions are kept (a pruned
+    # (heads, 1) bias would be added over the positions by Keras's TensorFlow backend)
+    x = keras.Input((T + 1, 10))
     h = L.Dense(D, name="proj")(x)
     inputs = [x]
     value = h
