@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from surgery import timed  # noqa: E402  (bench/surgery.py: the same timer as the other surgery benchmark)
 
 from ridurre.graph import inline, trace_model  # noqa: E402
 from ridurre.surgery import Surgeon  # noqa: E402
@@ -80,16 +81,6 @@ def clone_and_copy(model):
     return new
 
 
-def _timed(fn, *args):
-    gc.collect()
-    start = time.perf_counter()
-    result = fn(*args)
-    elapsed = time.perf_counter() - start
-    del result
-    gc.collect()
-    return elapsed
-
-
 def largest(count=2):
     sizes = {name: hub_classifier(name).count_params() for name in HUB_ZOO}
     keras.backend.clear_session()
@@ -112,8 +103,8 @@ def run_time(args):
         picks = plan(trace, args.fraction)
         clones, surgeries = [], []
         for _ in range(args.repeats):
-            clones.append(_timed(clone_and_copy, inlined))
-            surgeries.append(_timed(prune, inlined, trace, picks))
+            clones.append(timed(clone_and_copy, inlined))
+            surgeries.append(timed(prune, inlined, trace, picks))
         print(f"  {name}: clone+copy {clones}, surgery {surgeries}", file=sys.stderr, flush=True)
         clone_s, surgery_s = statistics.median(clones), statistics.median(surgeries)
         print(
