@@ -3,13 +3,15 @@
 Usage::
 
     python bench/deploy_speedup.py speedup [--models vgg16,resnet56] [--speedups 2,3] [--rounds 3]
+                                           [--round-to 8,16] [--runtimes keras,litert,onnx,saved_model]
     python bench/deploy_speedup.py lut     [--runtime litert] [--width 0.5]
     python bench/deploy_speedup.py int8    [--epochs 12]
 
 ``speedup``: VGG16-CIFAR10 and ResNet-56 (random weights, randomized BatchNorm statistics; speed
 does not depend on training) pruned with L1, no finetuning, until they have 2x and 3x fewer MACs
-(``Pruner("l1", pruning_factor=0.5, target_speedup=s, round_to=8)``, local ranking: every group
-loses the same share, each step shrunk to stay within the target).
+(``Pruner("l1", pruning_factor=0.5, target_speedup=s, round_to=k)``, local ranking: every group
+loses the same share, each step shrunk to stay within the target; ``--round-to 8,16`` prunes one
+model per multiple ``k``, default 8).
 Every model is exported to LiteRT and ONNX (each export verified against Keras) and all of them,
 in every runtime, are timed side by side in interleaved rounds at batch 1 and 32
 (:func:`ridurre.deploy.measure_deployed`). Printed: latency, realized speed-up and its ratio to
@@ -99,23 +101,27 @@ def _prune(model, speedup, round_to=8, table=None, exclude=("predictions", "fc.*
 
 def _speedup(args):
     rows = []
+    runtimes = tuple(args.runtimes.split(","))
+    roundings = [int(v) for v in args.round_to.split(",")]
     for name in args.models.split(","):
         model = _model(name)
         models = {"original": model}
         for s in [float(v) for v in args.speedups.split(",")]:
-            started = time.perf_counter()
-            models[f"{s:g}x"] = _prune(model, s)
-            print(f"pruned {name} to {s:g}x fewer MACs in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+            for k in roundings:
+                started = time.perf_counter()
+                label = f"{s:g}x" if len(roundings) == 1 else f"{s:g}x r{k}"
+                models[label] = _prune(model, s, round_to=k)
+                print(f"pruned {name} to {label} fewer MACs in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         macs = {k: model_stats(m).total_macs for k, m in models.items()}
         started = time.perf_counter()
         latency, exports = measure_deployed(
-            models, ("keras", "litert", "onnx"), batch_sizes=(1, 32), rounds=args.rounds, budget=args.budget
+            models, runtimes, batch_sizes=(1, 32), rounds=args.rounds, budget=args.budget
         )
         print(f"exported and timed {name} in {time.perf_counter() - started:.1f} s ({_load()})", file=sys.stderr)
         for k in models:
             if k == "original":
                 continue
-            for runtime in ("keras", "litert", "onnx"):
+            for runtime in runtimes:
                 for batch in (1, 32):
                     b, a = latency["original"][runtime][batch], latency[k][runtime][batch]
                     speed = b.median_ms / a.median_ms
@@ -251,6 +257,8 @@ def main():
     parser.add_argument("--models", default="vgg16,resnet56")
     parser.add_argument("--speedups", default="2,3")
     parser.add_argument("--runtime", default="litert")
+    parser.add_argument("--runtimes", default="keras,litert,onnx", help="speedup: the runtimes to time")
+    parser.add_argument("--round-to", default="8", help="speedup: channel multiples, one pruned model each")
     parser.add_argument("--width", type=float, default=0.5)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3)
