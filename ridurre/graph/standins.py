@@ -20,8 +20,9 @@ saved or rebuilt) get a savable copy rebuilt from their constructor arguments
 ``from_config`` refuses) are replaced by ridurre's :class:`~ridurre.graph.layers.RotaryEmbedding`
 with the same wavelength, linear scaling and axes, whose frequencies can be listed explicitly so
 that head dimensions are pruned in rotation pairs (Llama 3.1's frequency adjustment, YaRN and
-dynamic scaling are refused). Each copy is checked numerically against the layer on its first
-call.
+dynamic scaling are refused), and Gemma's ``RMSNormalization`` (created with a dtype policy
+object) by a copy created with the policy's name. Each copy is checked numerically against the
+layer on its first call. Gemma's attention has a stand-in of its own (:func:`gemma_attention`).
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def _keras_hub_rotary(layer):
 
 
 def _gemma_rms_normalization(layer):
-    return type(layer)(epsilon=layer.epsilon, dtype=_policy(layer), name=layer.name)
+    return type(layer)(epsilon=layer.epsilon, dtype=_policy(layer), name=layer.name, trainable=layer.trainable)
 
 
 LAYER_STANDINS = {
@@ -194,8 +195,10 @@ def gemma_attention(layer, x, attention_mask=None, cache=None, cache_update_inde
     which is the same permutation of the head dimensions of both, and the query-key product sums
     over them, so the attention is the same without it. Left out, a head dimension stays one
     channel (a rotation pair) from the projections through the product. The rotary embedding is
-    its savable copy (:data:`LAYER_STANDINS`); a cache, a sliding window or a missing mask are
-    refused.
+    its savable copy (:data:`LAYER_STANDINS`). The layer zeroes the output of a query whose mask
+    row is all zeros; here the attention probabilities are multiplied by ``mask != 0``, which is
+    the same for a mask of whole numbers (Gemma's decoder blocks pass the minimum of a padding and
+    a causal mask). A cache, a sliding window, a floating-point or a missing mask are refused.
 
     Example:
         >>> import keras, numpy as np
