@@ -20,8 +20,9 @@ saved or rebuilt) get a savable copy rebuilt from their constructor arguments
 ``from_config`` refuses) are replaced by ridurre's :class:`~ridurre.graph.layers.RotaryEmbedding`
 with the same wavelength, linear scaling and axes, whose frequencies can be listed explicitly so
 that head dimensions are pruned in rotation pairs (Llama 3.1's frequency adjustment, YaRN and
-dynamic scaling are refused). Each copy is checked numerically against the layer on its first
-call.
+dynamic scaling are refused), and Gemma's ``RMSNormalization`` (created with a dtype policy
+object) by a copy created with the policy's name. Each copy is checked numerically against the
+layer on its first call. Gemma's attention has a stand-in of its own (:func:`gemma_attention`).
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ import math
 
 import keras
 import numpy as np
+from keras import ops
 
 from ridurre.graph._recording import Refused
 from ridurre.graph.layers import RotaryEmbedding
+from ridurre.rules.keras_hub import class_path
 
-__all__ = ["LAYER_STANDINS", "STANDINS", "layer_standin", "segformer_attention"]
+__all__ = ["LAYER_STANDINS", "STANDINS", "gemma_attention", "layer_standin", "segformer_attention"]
 
 
 def _dense(layer, name):
@@ -120,7 +123,12 @@ def _keras_hub_rotary(layer):
     return _rotary(layer, layer.scaling_factor if layer.rope_type == "linear" else 1.0)
 
 
+def _gemma_rms_normalization(layer):
+    return type(layer)(epsilon=layer.epsilon, dtype=_policy(layer), name=layer.name, trainable=layer.trainable)
+
+
 LAYER_STANDINS = {
+    "keras_hub.src.models.gemma.rms_normalization.RMSNormalization": _gemma_rms_normalization,
     "keras_hub.src.models.llama.llama_rotary_embedding.LlamaRotaryEmbedding": _llama_rotary,
     "keras_hub.src.layers.modeling.rotary_embedding.RotaryEmbedding": _keras_hub_rotary,
 }
@@ -180,8 +188,69 @@ def _check_same(layer, copy, args, kwargs):
             raise Refused(f"its stand-in {type(copy).__name__} does not reproduce its output")
 
 
+def gemma_attention(layer, x, attention_mask=None, cache=None, cache_update_index=0, training=None):
+    """Gemma's ``CachedGemmaAttention`` on ``x`` of shape ``(batch, T, hidden)``, without a cache,
+    computed as the layer does with one step left out: after the rotary embedding the layer
+    interleaves the two halves of every query and key head (``reshape(stack(split(x, 2), -1))``),
+    which is the same permutation of the head dimensions of both, and the query-key product sums
+    over them, so the attention is the same without it. Left out, a head dimension stays one
+    channel (a rotation pair) from the projections through the product. The rotary embedding is
+    its savable copy (:data:`LAYER_STANDINS`). The layer zeroes the output of a query whose mask
+    row is all zeros; here the attention probabilities are multiplied by ``mask != 0``, which is
+    the same for a mask of whole numbers (Gemma's decoder blocks pass the minimum of a padding and
+    a causal mask). A cache, a sliding window, a floating-point or a missing mask are refused.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> from keras_hub.src.models.gemma.gemma_attention import CachedGemmaAttention
+        >>> layer = CachedGemmaAttention(head_dim=4, num_query_heads=4, num_key_value_heads=2)
+        >>> x, mask = keras.Input((None, 8)), keras.Input((None, None), dtype="int32")
+        >>> _ = layer(x, attention_mask=mask)
+        >>> y = gemma_attention(layer, x, attention_mask=mask)
+        >>> xs = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
+        >>> masks = np.tril(np.ones((2, 5, 5), "int32"))
+        >>> masks[1, :2] = 0  # two positions that attend to nothing
+        >>> got, want = keras.Model([x, mask], y)([xs, masks]), layer(xs, attention_mask=masks)
+        >>> bool(np.allclose(got, want, atol=1e-5))
+        True
+    """
+    if cache is not None or attention_mask is None:
+        raise Refused("only a call without a cache and with an attention mask is followed")
+    if "float" in str(attention_mask.dtype):
+        raise Refused("its attention mask is not of whole numbers (a padding or causal mask)")
+    if layer.use_sliding_window_attention:
+        raise Refused("its sliding-window attention is not followed")
+    rotary = layer_standin(layer.rope_layer, class_path(type(layer.rope_layer)))
+    if rotary is None:
+        raise Refused(f"its rotary embedding {type(layer.rope_layer).__name__} has no savable stand-in")
+    heads, groups, head_dim = int(layer.num_query_heads), int(layer.num_key_value_heads), int(layer.head_dim)
+    width = head_dim if layer.query_head_dim_normalize else layer.hidden_dim // heads
+    policy = _policy(layer)
+    query = rotary(layer.query_dense(x), start_index=cache_update_index)
+    query = query * ops.cast(1 / np.sqrt(width), dtype=query.dtype)
+    query = keras.layers.Reshape((-1, groups, heads // groups, head_dim), name=f"{layer.name}_groups", dtype=policy)(
+        query
+    )
+    key = rotary(layer.key_dense(x), start_index=cache_update_index)
+    logits = ops.einsum("btkgh,bskh->bkgts", query, key)
+    if layer.logit_soft_cap is not None:
+        logits = ops.multiply(ops.tanh(ops.divide(logits, layer.logit_soft_cap)), layer.logit_soft_cap)
+    mask = attention_mask[:, None, None, :, :]
+    probabilities = ops.cast(layer.softmax(logits, mask=mask), logits.dtype)
+    if layer.dropout:
+        probabilities = layer.dropout_layer(probabilities, training=training)
+    # the layer zeroes the output of a query that attends to nothing; with a whole-number mask, the
+    # positions it hides already have probability exactly 0 in any other row (-1e9 before exp)
+    probabilities = probabilities * ops.cast(ops.not_equal(mask, 0), probabilities.dtype)
+    heads_out = ops.einsum("bkgts,bskh->btkgh", probabilities, layer.value_dense(x))
+    return layer.output_dense(
+        keras.layers.Reshape((-1, heads, head_dim), name=f"{layer.name}_heads", dtype=policy)(heads_out)
+    )
+
+
 STANDINS = {
     "keras_hub.src.models.mit.mit_layers.SegFormerMultiheadAttention": segformer_attention,
+    "keras_hub.src.models.gemma.gemma_attention.CachedGemmaAttention": gemma_attention,
 }
 """Stand-in builders by class path: ``builder(layer, *call_args, **call_kwargs)`` returns the
 outputs, or raises :class:`~ridurre.graph._recording.Refused`."""

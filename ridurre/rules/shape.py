@@ -26,17 +26,31 @@ class FlattenRule(LayerRule):
 
 class ReshapeRule(LayerRule):
     """Reshape where the channel mapping is determined: the last axis is kept, or everything is
-    flattened into one axis (then like Flatten)."""
+    flattened into one axis (then like Flatten).
+
+    A reshape that keeps the size of the last axis keeps every channel where it was, whatever it
+    does to the other axes (flat index ``position * C + c`` on both sides), so other axes may
+    have unknown sizes (a recorded attention's ``(batch, T, heads, h) -> (batch, T, groups,
+    heads per group, h)``); the target's last entry follows what is kept.
+
+    Example:
+        >>> import keras, ridurre
+        >>> x = keras.Input((None, 2, 8))
+        >>> h = keras.layers.Reshape((-1, 1, 2, 4))(keras.layers.Dense(4, name="heads")(x))
+        >>> y = keras.layers.Dense(2)(keras.layers.Reshape((-1, 2, 4))(h))
+        >>> [(g.producers, g.prunable) for g in ridurre.channel_groups(keras.Model(x, y))][1]
+        (('heads',), True)
+    """
 
     channel_dependent = True
     cost = "free"
 
     def propagate(self, layer, in_layouts, in_shapes, out_shapes, ctx):
         src, dst = in_shapes[0], out_shapes[0]
+        if src[-1] is not None and dst[-1] == src[-1]:
+            return [in_layouts[0]]
         if any(d is None for d in src[:-1] + dst[:-1]):
             raise Unsupported("dimensions are unknown")
-        if dst[-1] == src[-1] and math.prod(src[:-1]) == math.prod(dst[:-1]):
-            return [in_layouts[0]]
         if len(dst) == 1 and dst[0] == math.prod(src):
             return [np.tile(in_layouts[0], math.prod(src[:-1]))]
         raise Unsupported(f"the mapping of channels from {src} to {dst} is not determined")

@@ -216,7 +216,11 @@ def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
         inputs = None
         if channels is not None and any(c is not None for c in channels):
             flat = list(model.inputs)
-            shapes = [t.shape if c is None else tuple(t.shape[:-1]) + (c,) for t, c in zip(flat, channels)]
+            # an input without a known channel axis (token ids: (batch, sequence)) keeps its shape
+            shapes = [
+                t.shape if c is None or t.shape[-1] is None else tuple(t.shape[:-1]) + (c,)
+                for t, c in zip(flat, channels)
+            ]
             new_inputs = [keras.Input(batch_shape=s, dtype=t.dtype, name=t.name) for s, t in zip(shapes, flat)]
             inputs = (
                 new_inputs[0]

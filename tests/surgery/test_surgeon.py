@@ -97,6 +97,22 @@ def test_nested_model_is_rebuilt_nested(rng):
     assert pruned.get_layer("head").get_layer("head_hidden").units == 6
 
 
+def test_a_nested_model_keeps_the_shape_of_an_input_without_a_channel_axis(rng):
+    """Token ids (batch, sequence) have no channel axis: the rebuilt nested model still takes any
+    sequence length (it was rebuilt for a sequence of one)."""
+    ids, features = keras.Input((None,), dtype="int32"), keras.Input((None, 4))
+    mask = keras.ops.expand_dims(keras.ops.cast(ids, "float32"), -1)
+    inner = keras.Model([ids, features], keras.layers.Dense(6, name="inner_dense")(features) * mask, name="inner")
+    outer_ids, outer_features = keras.Input((None,), dtype="int32"), keras.Input((None, 4))
+    h = inner([outer_ids, keras.layers.Dense(4, name="embed")(outer_features)])
+    model = randomize_weights(keras.Model([outer_ids, outer_features], keras.layers.Dense(2, name="head")(h)))
+    pruned = delete_channels(model, "embed", [1])
+    assert [tuple(t.shape) for t in pruned.get_layer("inner").inputs] == [(None, None), (None, None, 3)]
+    xs = [np.ones((2, 5), "int32"), rng.normal(size=(2, 5, 4)).astype("float32")]
+    reference = zero_channels(model, "embed", [1])
+    np.testing.assert_allclose(predict(pruned, xs), predict(reference, xs), rtol=1e-5, atol=1e-5)
+
+
 def test_shared_layers_keep_the_same_channels_in_every_call():
     groups = {g.producers: g for g in ridurre.channel_groups(zoo.shared())}
     assert ("shared_again",) in groups or any("shared_again" in p for p in groups)

@@ -50,7 +50,7 @@ REACH_FLOOR = {
     "bert": 1.0,
     "gpt2": 0.96,
     "llama": 0.95,
-    "gemma": 0.0,
+    "gemma": 0.96,
 }
 MIXING = (LayerNormRule, RMSNormRule, KerasHubRMSNormRule, GroupNormRule)
 
