@@ -8,13 +8,20 @@ given ``max_metric_drop`` or ``keep_best``.
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 
 __all__ = ["MetricGuard", "BestKeeper", "ON_DROP"]
 
+logger = logging.getLogger("ridurre")
+
 ON_DROP = ("rollback", "stop")
 """What to do when a step costs too much: undo it and retry smaller, or undo it and stop."""
+
+
+def _fmt_metric(value):
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _check_mode(mode):
@@ -116,3 +123,52 @@ class BestKeeper:
         if better:
             self.model, self.metric, self.iteration = model, float(metric), iteration
         return better
+
+
+class _AccuracyGuard:
+    """The loop's side of accuracy-aware pruning (a base of :class:`~ridurre.pruning.BasePruning`):
+    the baseline metric, judging each finetuned step, and the best model kept."""
+
+    def _start_guard(self, model):
+        """The baseline metric of the unpruned model, and a fresh best-model keeper."""
+        self._best = BestKeeper(self._metric_mode) if self._keep_best else None
+        self.best_iteration = None
+        self.baseline_metric = None
+        if self._guard is not None:
+            self._guard.scale, self._guard.rollbacks_in_a_row = 1.0, 0
+            given = self._baseline_given
+            self._guard.baseline = float(self._evaluate_fn(model)) if given is None else float(given)
+            self.baseline_metric = self._guard.baseline
+            logger.info(
+                "accuracy-aware pruning: baseline metric %.4f, a step may not leave less than %.4f",
+                self._guard.baseline,
+                self._guard.floor(),
+            )
+
+    def _judge_step(self, record):
+        """``"accept"``, ``"rollback"`` or ``"stop"`` for a finetuned step (always accept without a guard)."""
+        if self._guard is None:
+            return "accept"
+        verdict = self._guard.judge(record.metric)
+        if verdict != "accept":
+            record.rolled_back = True
+            logger.warning(
+                "iteration %d: metric %s is below the allowed %.4f: step undone%s",
+                record.iteration,
+                _fmt_metric(record.metric),
+                self._guard.floor(),
+                f"; retrying with a {self._guard.scale:.3g}x smaller step" if verdict == "rollback" else "; stopping",
+            )
+        return verdict
+
+    def _offer_best(self, model, record):
+        if self._best is not None and self._best.offer(model, record.metric, record.iteration):
+            self.best_iteration = record.iteration
+
+    def _returned_model(self, model):
+        if self._best is not None and self._best.model is not None:
+            if self._best.model is not model:
+                best = self._best
+                logger.info("keep_best: returning the model of iteration %d (metric %.4f)", best.iteration, best.metric)
+            return self._best.model
+        return model
