@@ -129,6 +129,16 @@ class _AccuracyGuard:
     """The loop's side of accuracy-aware pruning (a base of :class:`~ridurre.pruning.BasePruning`):
     the baseline metric, judging each finetuned step, and the best model kept."""
 
+    def _check_metric_source(self):
+        """Accuracy-aware pruning needs the unpruned model's metric: checked when a run starts, so
+        that a pruner only asked questions (``check_layers``, ``resume_state``) needs none."""
+        if self._guard is not None and self._evaluate_fn is None and self._baseline_given is None:
+            raise ValueError(
+                "max_metric_drop compares the metric after each finetune with the unpruned model's: "
+                "pass evaluate_fn=fn(model) -> float (or baseline_metric=, the unpruned model's value "
+                "of the metric your finetune callback reports)"
+            )
+
     def _start_guard(self, model):
         """The baseline metric of the unpruned model, and a fresh best-model keeper."""
         self._best = BestKeeper(self._metric_mode) if self._keep_best else None

@@ -132,7 +132,8 @@ class BasePruning(_RunDirectory, _LimitSizing, _AccuracyGuard, _ChannelRanking, 
             than this below the unpruned model's (``baseline_metric``, by default
             ``evaluate_fn(model)``) is undone (``history`` keeps it, ``rolled_back=True``); then
             ``on_metric_drop="rollback"`` retries with the factor times ``rollback_shrink`` (at
-            most ``max_rollbacks`` times in a row) and ``"stop"`` stops.
+            most ``max_rollbacks`` times in a row) and ``"stop"`` stops. ``run_pruning`` refuses to
+            start without ``evaluate_fn`` or ``baseline_metric``.
         keep_best: return the accepted model with the best metric rather than the last one
             (``best_iteration`` says which).
         metric_mode: ``"max"`` when a higher metric is better (accuracy), ``"min"`` (a loss).
@@ -281,12 +282,6 @@ class BasePruning(_RunDirectory, _LimitSizing, _AccuracyGuard, _ChannelRanking, 
             self._guard = MetricGuard(
                 max_metric_drop, on_metric_drop, max_rollbacks, rollback_shrink, metric_mode, baseline_metric
             )
-            if self._evaluate_fn is None and baseline_metric is None:
-                raise ValueError(
-                    "max_metric_drop compares the metric after each finetune with the unpruned model's: "
-                    "pass evaluate_fn=fn(model) -> float (or baseline_metric=, the unpruned model's value "
-                    "of the metric your finetune callback reports)"
-                )
         self._baseline_given = baseline_metric
         self._keep_best = bool(keep_best)
         self._metric_mode = metric_mode
@@ -437,6 +432,7 @@ class BasePruning(_RunDirectory, _LimitSizing, _AccuracyGuard, _ChannelRanking, 
                 iteration (see :mod:`ridurre.pruning.schedules` for ready-made ones).
             custom_objects_inside_model: custom objects needed to load checkpoints back.
         """
+        self._check_metric_source()
         _graph.check_model(model)
         check_callable(prune_factor_scheduler_fn, "prune_factor_scheduler_fn", "fn(factor, iteration) -> factor")
         if self._size_steps and prune_factor_scheduler_fn is not None:
