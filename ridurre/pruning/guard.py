@@ -142,13 +142,11 @@ class _AccuracyGuard:
     def _start_guard(self, model):
         """The baseline metric of the unpruned model, and a fresh best-model keeper."""
         self._best = BestKeeper(self._metric_mode) if self._keep_best else None
-        self.best_iteration = None
-        self.baseline_metric = None
         if self._guard is not None:
             self._guard.scale, self._guard.rollbacks_in_a_row = 1.0, 0
             given = self._baseline_given
             self._guard.baseline = float(self._evaluate_fn(model)) if given is None else float(given)
-            self.baseline_metric = self._guard.baseline
+            self._run.baseline_metric = self._guard.baseline
             logger.info(
                 "accuracy-aware pruning: baseline metric %.4f, a step may not leave less than %.4f",
                 self._guard.baseline,
@@ -173,7 +171,7 @@ class _AccuracyGuard:
 
     def _offer_best(self, model, record):
         if self._best is not None and self._best.offer(model, record.metric, record.iteration):
-            self.best_iteration = record.iteration
+            self._run.best_iteration = record.iteration
 
     def _returned_model(self, model):
         if self._best is not None and self._best.model is not None:

@@ -52,7 +52,7 @@ from ridurre.pruning.guard import MetricGuard, _AccuracyGuard
 from ridurre.pruning.limits import Limits, _LimitSizing
 from ridurre.pruning.plan import PruningPlan
 from ridurre.pruning.ranking import RANKINGS, _ChannelRanking
-from ridurre.pruning.records import IterationRecord, _producer_channels, _prunable_filters, _RecordKeeping
+from ridurre.pruning.records import IterationRecord, _producer_channels, _prunable_filters, _RecordKeeping, _RunOutputs
 from ridurre.pruning.rundir import _RunDirectory
 from ridurre.pruning.step import _SurgeryStep, check_finite_weights, distribution_scope
 from ridurre.rules import HEAD_KINDS
@@ -267,15 +267,14 @@ class BasePruning(_RunDirectory, _LimitSizing, _AccuracyGuard, _ChannelRanking, 
         self._head_criterion = (
             None if head_criterion is None else make_criterion(head_criterion, **(head_criterion_options or {}))
         )
-        self.history: list[IterationRecord] = []
+        self._run = _RunOutputs()
         self._size_steps = bool(size_steps_to_limits)
         if self._size_steps and (self._maximum_prune_iterations is None or not self._limits.any):
             raise ValueError(
                 "size_steps_to_limits needs maximum_prune_iterations and a limit (maximum_pruning_percent, "
                 "max_params_reduction, max_macs_reduction or target_speedup) to size the steps from"
             )
-        self.run_identity: dict = {}
-        """Anything else the run depends on (e.g. its data), recorded in the fingerprint of ``output_dir``."""
+        self._run_identity: dict = {}
         self._check_hooks()
         self._guard = None
         if max_metric_drop is not None:
@@ -285,7 +284,6 @@ class BasePruning(_RunDirectory, _LimitSizing, _AccuracyGuard, _ChannelRanking, 
         self._baseline_given = baseline_metric
         self._keep_best = bool(keep_best)
         self._metric_mode = metric_mode
-        self.best_iteration = None
 
     # -- validation helpers ------------------------------------------------------------------
     @staticmethod
@@ -451,7 +449,7 @@ class BasePruning(_RunDirectory, _LimitSizing, _AccuracyGuard, _ChannelRanking, 
             self._check_latency_target(original)
         factor = self._pruning_factor
         iteration = 0
-        self.history = []
+        self._run = _RunOutputs()
         self._start_guard(model)
         state = self._open_run_directory(model)
         if state is not None:

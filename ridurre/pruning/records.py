@@ -91,6 +91,19 @@ def _metric_from(summary):
     return None
 
 
+@dataclass
+class _RunOutputs:
+    """What a run of the loop produces besides its model (``BasePruning`` reads them through
+    properties, so that they never pass for options in the fingerprint of its settings)."""
+
+    history: list = field(default_factory=list)
+    """One :class:`IterationRecord` per iteration, undone steps included."""
+    baseline_metric: float | None = None
+    """The unpruned model's metric that accuracy-aware pruning compared each step with."""
+    best_iteration: int | None = None
+    """With ``keep_best``: the iteration of the model the run returned."""
+
+
 def _fmt(value):
     value = float(value)
     for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -102,6 +115,23 @@ def _fmt(value):
 class _RecordKeeping:
     """The records of a :class:`~ridurre.pruning.BasePruning` run (a base of that class): the
     costs of each model, computed once, and one :class:`IterationRecord` per step."""
+
+    @property
+    def history(self) -> list:
+        """One :class:`IterationRecord` per iteration of the last run, undone steps included."""
+        return self._run.history
+
+    @property
+    def baseline_metric(self) -> float | None:
+        """The unpruned model's metric that ``max_metric_drop`` compared each step with (``None``
+        without ``max_metric_drop``, or before a run)."""
+        return self._run.baseline_metric
+
+    @property
+    def best_iteration(self) -> int | None:
+        """With ``keep_best``: the iteration whose model ``run_pruning`` returned (``None`` when no
+        accepted step reported a metric: the last model was returned)."""
+        return self._run.best_iteration
 
     def _model_stats(self, model):
         """``model_stats(model)``, computed once per model (the record of a step and the next

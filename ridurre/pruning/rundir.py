@@ -28,13 +28,22 @@ logger = logging.getLogger("ridurre")
 class _RunDirectory:
     """What :class:`~ridurre.pruning.BasePruning` keeps in ``output_dir`` (a base of that class)."""
 
+    @property
+    def run_identity(self) -> dict:
+        """Anything else the run depends on (e.g. its data), recorded in the fingerprint of ``output_dir``."""
+        return self._run_identity
+
+    @run_identity.setter
+    def run_identity(self, identity: dict):
+        self._run_identity = identity
+
     def _settings(self) -> dict:
         """Everything that decides what this run does, for the fingerprint of its output directory:
         the method, its criterion and options, the factor, limits, selection and bounds, and the
-        public attributes a subclass adds (``data``, ``ratios``...). Subclasses whose options
-        live in private attributes extend it. The iteration limit is left out unless the steps
+        public attributes a subclass adds (``data``, ``ratios``...; what a run produces is read
+        through properties, so it is none of them). Subclasses whose options live in private
+        attributes extend it. The iteration limit is left out unless the steps
         are sized from it: resuming with a higher one extends a run."""
-        own = {"seed", "history", "run_identity", "baseline_metric", "best_iteration"}  # run outputs
         settings = describe(
             {
                 "method": type(self).__qualname__,
@@ -63,7 +72,7 @@ class _RunDirectory:
                 else {k: getattr(self._guard, k) for k in ("max_drop", "on_drop", "max_rollbacks", "shrink", "mode")},
                 "keep_best": self._keep_best,
                 "inline_composites": self._inline,
-                "options": {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in own},
+                "options": {k: v for k, v in vars(self).items() if not k.startswith("_")},
                 "run_identity": self.run_identity,
             }
         )
@@ -124,7 +133,7 @@ class _RunDirectory:
         with distribution_scope():
             self._model_compile_fn(model)
         self._current_nb_of_epochs = state["epoch"]
-        self.history = [IterationRecord(**r) for r in state["history"]]
+        self._run.history = [IterationRecord(**r) for r in state["history"]]
         if self._guard is not None:
             self._guard.restore(state.get("guard"))
         self._after_resume()
