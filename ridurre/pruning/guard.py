@@ -3,7 +3,7 @@
 :class:`MetricGuard` compares the metric after every finetune with the unpruned model's and says
 whether to keep the step, undo it and try a smaller one, or stop; :class:`BestKeeper`
 remembers the best model seen. The loop (:class:`ridurre.pruning.BasePruning`) uses both when
-given ``max_metric_drop`` or ``keep_best``.
+given ``max_metric_drop`` or ``keep_best``, through its base class ``_AccuracyGuard`` below.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The loop's limits: how much of the original filters, parameters and MACs a run may remove,
-what a planned deletion would remove, and shrinking a plan until no limit is crossed."""
+what a planned deletion would remove, and shrinking a plan until no limit is crossed; the loop's
+side of them (what a run has removed, steps sized to reach the limits, whether they were met)."""
 
 from __future__ import annotations
 

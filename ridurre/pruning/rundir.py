@@ -42,8 +42,8 @@ class _RunDirectory:
         the method, its criterion and options, the factor, limits, selection and bounds, and the
         public attributes a subclass adds (``data``, ``ratios``...; what a run produces is read
         through properties, so it is none of them). Subclasses whose options live in private
-        attributes extend it. The iteration limit is left out unless the steps
-        are sized from it: resuming with a higher one extends a run."""
+        attributes extend it. The iteration limit is left out unless the steps are sized from
+        it: resuming with a higher one extends a run."""
         settings = describe(
             {
                 "method": type(self).__qualname__,
