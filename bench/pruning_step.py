@@ -73,11 +73,11 @@ LIMIT = 0.4  # maximum_pruning_percent, as in the tutorial
 # ridurre functions whose calls and cumulative time the profile summary lists
 KEY_FUNCTIONS = [
     ("loop.py", "run_pruning"),
-    ("loop.py", "_prune_step"),
+    ("step.py", "_prune_step"),
     ("trace.py", "trace_model"),
-    ("loop.py", "_cost"),
+    ("records.py", "_cost"),
     ("metrics.py", "model_stats"),
-    ("loop.py", "_plan"),
+    ("ranking.py", "_plan"),
     ("loop.py", "select_channels"),
     ("view.py", "weight_matrices"),
     ("scores.py", "kmeans_keep"),
@@ -87,8 +87,8 @@ KEY_FUNCTIONS = [
     ("surgeon.py", "operate"),
     ("rebuild.py", "plan_layers"),
     ("rebuild.py", "rebuild"),
-    ("loop.py", "_check_model"),
-    ("loop.py", "_record"),
+    ("step.py", "_check_model"),
+    ("records.py", "_record"),
 ]
 
 

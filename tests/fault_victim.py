@@ -27,7 +27,8 @@ import ridurre  # noqa: E402
 from ridurre._io import atomic_path  # noqa: E402
 from ridurre.app import jobs  # noqa: E402
 from ridurre.criteria import builtin  # noqa: E402
-from ridurre.pruning import loop  # noqa: E402
+from ridurre.pruning import loop, rundir  # noqa: E402
+from ridurre.pruning import step as surgery_step  # noqa: E402
 
 SETTINGS = dict(factor=0.15, iterations=4, seed=1)
 
@@ -58,16 +59,16 @@ def arm(point, at):
 
         builtin.L1Criterion.score = dying_score
     elif point == "surgery":
-        operate = loop.Surgeon.operate
+        operate = surgery_step.Surgeon.operate
 
         def dying_operate(self, zero=False):
             if state["iteration"] == at and not zero:
                 die()
             return operate(self, zero=zero)
 
-        loop.Surgeon.operate = dying_operate
+        surgery_step.Surgeon.operate = dying_operate
     elif point == "checkpoint":
-        save = loop.save_model_atomic
+        save = rundir.save_model_atomic
 
         def dying_save(model, path):
             if path.endswith(f"iteration_{at:03d}.keras"):
@@ -81,7 +82,7 @@ def arm(point, at):
                     die()
             return save(model, path)
 
-        loop.save_model_atomic = dying_save
+        rundir.save_model_atomic = dying_save
     elif point == "finetune":
         fit = keras.Model.fit
 

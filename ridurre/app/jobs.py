@@ -549,13 +549,9 @@ def _check_run_directory(config, resume, overwrite):
         )
 
 
-_PROBE = {"evaluate_fn": lambda model: 0.0}
-"""For a pruner that is only asked questions (layers, resume state), never run: a stand-in metric."""
-
-
 def _check_resume_fingerprint(config, model, data):
     """For ``--resume``: the state to continue, after checking it belongs to this model and data."""
-    probe = make_pruner(config, lambda m: None, None, data, config["output.dir"], resume=True, model=model, **_PROBE)
+    probe = make_pruner(config, lambda m: None, None, data, config["output.dir"], resume=True, model=model)
     try:
         return probe.resume_state(model)
     except ValueError as exc:
@@ -603,7 +599,7 @@ def run_prune(config, console=None, progress_enabled=True, resume=False, overwri
     custom_objects = custom_objects_option(config["model.custom_objects"], config["model.unsafe"])
     path, model, data = _validated_inputs(config, custom_objects)
     try:
-        make_pruner(config, lambda m: None, None, data, model=model, **_PROBE).check_layers(model)
+        make_pruner(config, lambda m: None, None, data, model=model).check_layers(model)
     except ValueError as exc:
         raise ConfigError("--layers", message=f"--layers: {exc}") from None
     if dry:

@@ -3,18 +3,25 @@
 :class:`MetricGuard` compares the metric after every finetune with the unpruned model's and says
 whether to keep the step, undo it and try a smaller one, or stop; :class:`BestKeeper`
 remembers the best model seen. The loop (:class:`ridurre.pruning.BasePruning`) uses both when
-given ``max_metric_drop`` or ``keep_best``.
+given ``max_metric_drop`` or ``keep_best``, through its base class ``_AccuracyGuard`` below.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 
 __all__ = ["MetricGuard", "BestKeeper", "ON_DROP"]
 
+logger = logging.getLogger("ridurre")
+
 ON_DROP = ("rollback", "stop")
 """What to do when a step costs too much: undo it and retry smaller, or undo it and stop."""
+
+
+def _fmt_metric(value):
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _check_mode(mode):
@@ -116,3 +123,60 @@ class BestKeeper:
         if better:
             self.model, self.metric, self.iteration = model, float(metric), iteration
         return better
+
+
+class _AccuracyGuard:
+    """The loop's side of accuracy-aware pruning (a base of :class:`~ridurre.pruning.BasePruning`):
+    the baseline metric, judging each finetuned step, and the best model kept."""
+
+    def _check_metric_source(self):
+        """Accuracy-aware pruning needs the unpruned model's metric: checked when a run starts, so
+        that a pruner only asked questions (``check_layers``, ``resume_state``) needs none."""
+        if self._guard is not None and self._evaluate_fn is None and self._baseline_given is None:
+            raise ValueError(
+                "max_metric_drop compares the metric after each finetune with the unpruned model's: "
+                "pass evaluate_fn=fn(model) -> float (or baseline_metric=, the unpruned model's value "
+                "of the metric your finetune callback reports)"
+            )
+
+    def _start_guard(self, model):
+        """The baseline metric of the unpruned model, and a fresh best-model keeper."""
+        self._best = BestKeeper(self._metric_mode) if self._keep_best else None
+        if self._guard is not None:
+            self._guard.scale, self._guard.rollbacks_in_a_row = 1.0, 0
+            given = self._baseline_given
+            self._guard.baseline = float(self._evaluate_fn(model)) if given is None else float(given)
+            self._run.baseline_metric = self._guard.baseline
+            logger.info(
+                "accuracy-aware pruning: baseline metric %.4f, a step may not leave less than %.4f",
+                self._guard.baseline,
+                self._guard.floor(),
+            )
+
+    def _judge_step(self, record):
+        """``"accept"``, ``"rollback"`` or ``"stop"`` for a finetuned step (always accept without a guard)."""
+        if self._guard is None:
+            return "accept"
+        verdict = self._guard.judge(record.metric)
+        if verdict != "accept":
+            record.rolled_back = True
+            logger.warning(
+                "iteration %d: metric %s is below the allowed %.4f: step undone%s",
+                record.iteration,
+                _fmt_metric(record.metric),
+                self._guard.floor(),
+                f"; retrying with a {self._guard.scale:.3g}x smaller step" if verdict == "rollback" else "; stopping",
+            )
+        return verdict
+
+    def _offer_best(self, model, record):
+        if self._best is not None and self._best.offer(model, record.metric, record.iteration):
+            self._run.best_iteration = record.iteration
+
+    def _returned_model(self, model):
+        if self._best is not None and self._best.model is not None:
+            if self._best.model is not model:
+                best = self._best
+                logger.info("keep_best: returning the model of iteration %d (metric %.4f)", best.iteration, best.metric)
+            return self._best.model
+        return model

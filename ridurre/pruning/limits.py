@@ -1,5 +1,6 @@
 """The loop's limits: how much of the original filters, parameters and MACs a run may remove,
-what a planned deletion would remove, and shrinking a plan until no limit is crossed."""
+what a planned deletion would remove, and shrinking a plan until no limit is crossed; the loop's
+side of them (what a run has removed, steps sized to reach the limits, whether they were met)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from ridurre import _compat
 from ridurre.criteria.selection import removal_count
+from ridurre.criteria.view import ActivationRecorder
 from ridurre.rules import HEAD_KINDS
 from ridurre.surgery import plan_layers
 
@@ -261,3 +263,117 @@ def limits_met(limits, reached, finest, iterations=None, max_iterations=None):
                 why = f"a step of this factor removed no channel after {iterations} iteration(s)"
         out[kind] = {"limit": getattr(limits, kind), "reached": float(reached[kind]), "met": bool(ok), "why": why}
     return out
+
+
+class _LimitSizing:
+    """The loop's side of the limits (a base of :class:`~ridurre.pruning.BasePruning`): what a
+    run has removed, steps sized to reach the limits, and whether they were met."""
+
+    def _check_latency_target(self, trace):
+        """Refuse a latency target the table says cannot be met: pruning would otherwise go on
+        until every eligible group is down to ``min_channels`` (as a table of noise does)."""
+        floor = {g.key: self._min_channels for g in trace.groups() if self.eligible(g)}
+        best = float(self._latency_table.predicted_reduction(floor))
+        if best < self._limits.latency - 1e-9:
+            raise ValueError(
+                f"the latency table predicts at most {1.0 / max(1e-9, 1.0 - best):.2f}x speed-up even with every "
+                f"eligible group down to {self._min_channels} channel(s), short of target_speedup="
+                f"{1.0 / (1.0 - self._limits.latency):.2f}: measure the table again (on a quiet machine) or lower "
+                "the target"
+            )
+
+    def _reductions(self, record=None) -> dict:
+        """Shares of the original filters, parameters and MACs removed after ``record`` (none: 0),
+        and of the latency a latency table predicts for the model last traced."""
+        if record is None:
+            return {"filters": 0.0, "params": 0.0, "macs": 0.0, "latency": 0.0}
+        values = {
+            "filters": record.pruning_percent,
+            "params": 1.0 - record.params / max(1, self._original_cost["params"]),
+            "macs": 1.0 - record.macs / max(1.0, self._original_cost["macs"]),
+            "latency": 0.0,
+        }
+        if self._latency_table is not None and self._cache is not None:  # the last step traced the new model
+            sizes = {g.key: g.size for g in self._cache[1].groups()}
+            values["latency"] = float(self._latency_table.predicted_reduction(sizes))
+        return values
+
+    def _sized_factor(self, model, iteration):
+        """The factor of iteration ``iteration`` when steps are sized to the limits: the largest
+        whose step keeps every limit's reduction within this iteration's share of the way (what
+        is left is divided evenly over the iterations left, geometrically)."""
+        done = self._reductions(self.history[-1] if self.history else None)
+        interim = interim_limits(self._limits, done, self._maximum_prune_iterations - iteration)
+        removes_more = self.removal_count(1000, 0.9) >= self.removal_count(1000, 0.1)
+
+        def factor_at(share):  # share in [0, 1]: how hard to prune, whatever the method's factor means
+            return 0.95 * share if removes_more else 1.0 - 0.95 * share
+
+        recorder = ActivationRecorder(model, self._trace(model))
+
+        def step(share):  # (within this iteration's share, removes anything)
+            _, plan, budget = self._plan_step(model, factor_at(share), iteration, recorder)
+            if not plan:
+                return True, False
+            return interim.within(budget.reductions(budget.deleted_units(plan))), True
+
+        if step(1.0)[0]:
+            return factor_at(1.0)
+        lo, hi, lo_prunes = 0.0, 1.0, False
+        for _ in range(10):
+            mid = (lo + hi) / 2
+            within, prunes = step(mid)
+            if within:
+                lo, lo_prunes = mid, prunes
+            else:
+                hi = mid
+        # when even the smallest step that removes anything goes beyond this iteration's share, take
+        # it: the limits themselves are never crossed (the plan is fitted to them)
+        return factor_at(lo if lo_prunes else hi)
+
+    def limits_report(self, model) -> dict:
+        """Whether the run that returned ``model`` met each limit it was given.
+
+        Returns:
+            ``{kind: {"limit", "reached", "met", "why"}}`` for each of ``filters``, ``params``,
+            ``macs`` and ``latency`` (with a latency table) that has a limit (shares of the original
+            removed). A limit is met when the
+            distance left is smaller than the finest further step (one channel, or ``round_to``
+            channels, of some group); otherwise ``why`` says what stopped the run short.
+        """
+        reached = self._reductions(self.history[-1] if self.history else None)
+        return limits_met(
+            self._limits, reached, self._finest_steps(model), len(self.history), self._maximum_prune_iterations
+        )
+
+    def _finest_steps(self, model) -> dict:
+        """For each kind, the smallest share of the original that one more step of one group
+        (one channel, or ``round_to`` channels) of ``model`` would remove; ``inf`` when none can."""
+        trace = self._trace(model)
+        budget = self._budget(model, trace)
+        now = budget.reductions(np.array([], dtype=np.int64))
+        step = self._round_to or 1
+        finest = {"filters": math.inf, "params": math.inf, "macs": math.inf, "latency": math.inf}
+        for group in trace.groups():
+            if not self.eligible(group) or self._bounds(group) < step:
+                continue
+            after = budget.reductions(budget.deleted_units({group.id: np.arange(step)}))
+            for kind in finest:
+                finest[kind] = min(finest[kind], after[kind] - now[kind])
+        return finest
+
+    def _budget(self, model, trace):
+        """The :class:`Budget` of ``model`` (traced as ``trace``), as shares of the original model."""
+        stats = self._model_stats(model) if self._limits.costs else None
+        return Budget(trace, stats, self._original_filters, self._original_cost, self._latency_table)
+
+    def _fit_to_limits(self, model, trace, plan):
+        """``(plan, budget)``: ``plan`` (group id -> channels) of a step of ``model`` shrunk until it
+        crosses no limit, and its budget (``None`` when no limit is set or nothing is planned)."""
+        if not (self._limits.any and plan):
+            return plan, None
+        budget = self._budget(model, trace)
+        return fit_to_limits(plan, budget, self._limits, self._round_to), budget
+
+    def _limit_reached(self, record):
+        return self._limits.reached(self._reductions(record), tolerance=1.0 / max(1, self._original_filters))

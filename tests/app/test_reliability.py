@@ -247,6 +247,18 @@ def test_layers_matching_nothing_is_an_error(tmp_path, tiny_file, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_an_accuracy_aware_run_checks_its_layers_and_resumes(tmp_path, tiny_file, fast_latency, capsys):
+    """What is asked of a pruner before the run (its layers, the run it would resume) needs no metric."""
+    out = tmp_path / "run"
+    args = ["--max-accuracy-drop", "0.5", "--iterations", "1"]
+    assert _prune(tiny_file, out, *args, "--layers", "conv9") == 2
+    assert "'conv9' match(es) no layer" in capsys.readouterr().err
+    assert _prune(tiny_file, out, *args, "--layers", "conv1") == 0
+    assert _prune(tiny_file, out, *args, "--layers", "conv1", "--resume") == 0
+    log = (out / "logs" / "ridurre.log").read_text()
+    assert "continuing the run" in log and "after iteration 0" in log
+
+
 # ----------------------------------------------------------------------------- 9: exit codes
 
 

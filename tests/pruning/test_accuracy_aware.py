@@ -86,8 +86,6 @@ def test_keep_best_returns_the_best_model_seen():
 
 
 def test_accuracy_aware_options_are_checked():
-    with pytest.raises(ValueError, match="evaluate_fn"):
-        ridurre.Pruner("l1", compile_classifier, max_metric_drop=0.01)
     with pytest.raises(ValueError, match="on_metric_drop"):
         _pruner(len, max_metric_drop=0.01, on_metric_drop="retry")
     with pytest.raises(ValueError, match="max_metric_drop"):
@@ -152,3 +150,35 @@ def test_a_plan_replays_the_same_channels_on_another_copy(tmp_path):
     with pytest.raises(ValueError, match="not a ridurre pruning plan"):
         PruningPlan.load(tmp_path / "bad.json")
     assert os.path.exists(path)
+
+
+def test_a_metric_is_needed_to_run_not_to_ask(tmp_path):
+    """Without evaluate_fn or baseline_metric, an accuracy-aware pruner can still check layers and
+    resume state; running it fails with a clear error before any work."""
+    compiled = []
+
+    def compile_fn(model):
+        compiled.append(model)
+        compile_classifier(model)
+
+    model = _stack()
+    output = tmp_path / "run"
+    pruner = ridurre.Pruner("l1", compile_fn, max_metric_drop=0.01, layers=["b.*"], output_dir=output, resume=True)
+    pruner.check_layers(model)
+    assert pruner.resume_state(model) is None
+    with pytest.raises(ValueError, match=r"max_metric_drop .*evaluate_fn=fn\(model\) -> float .*baseline_metric="):
+        pruner.run_pruning(model)
+    assert compiled == [] and pruner.history == [] and not output.exists()
+    reported = ridurre.Pruner(  # the finetune callback reports the metric, compared with baseline_metric
+        "l1",
+        compile_fn,
+        lambda m, start, end: 0.89,
+        0,
+        pruning_factor=0.25,
+        max_metric_drop=0.05,
+        baseline_metric=0.9,
+        maximum_prune_iterations=1,
+    )
+    reported.run_pruning(model)
+    assert reported.baseline_metric == 0.9 and len(compiled) == 1
+    assert reported.history[0].metric == 0.89 and not reported.history[0].rolled_back

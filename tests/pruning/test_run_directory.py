@@ -1,5 +1,6 @@
 """What a run directory belongs to (resume only the same run, from anywhere), what a new run does with
-an old one, leftovers of interrupted writes, non-finite weights, limits met or missed (issue 14)."""
+an old one, leftovers of interrupted writes, non-finite weights, limits met or missed (issue 14), and
+the fingerprint of the settings, which run outputs are no part of."""
 
 import json
 import logging
@@ -11,7 +12,8 @@ import pytest
 from helpers import compile_classifier
 
 import ridurre
-from ridurre.pruning.checkpoints import STATE_FILE
+from ridurre.pruning.checkpoints import STATE_FILE, model_fingerprint
+from ridurre.sensitivity import SensitivityPruning
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +184,78 @@ def test_steps_sized_to_a_macs_target_reach_it(tiny):
 def test_sizing_needs_a_limit_and_an_iteration_count():
     with pytest.raises(ValueError, match="size_steps_to_limits needs"):
         ridurre.Pruner("l1", compile_classifier, size_steps_to_limits=True, maximum_pruning_percent=0.5)
+
+
+# What state.json recorded as the settings of ridurre.Pruner("l1", ...) with its defaults before the run
+# outputs (history, baseline_metric, best_iteration) left the public attributes: run directories written
+# then must still resume.
+DEFAULT_SETTINGS = {
+    "criterion": {"class": "L1Criterion", "normalizer": "mean", "reduction": "mean", "scope": "group"},
+    "exclude": None,
+    "guard": None,
+    "head_criterion": None,
+    "head_pruning_factor": None,
+    "inline_composites": True,
+    "keep_best": False,
+    "latency_table": None,
+    "layer_factors": [],
+    "layers": None,
+    "limits": {"filters": 0.9, "latency": None, "macs": None, "params": None},
+    "max_fraction_per_layer": None,
+    "method": "Pruner",
+    "min_channels": 1,
+    "nb_finetune_epochs": 0,
+    "options": {},
+    "prune_bins": None,
+    "pruning_factor": 0.1,
+    "ranking": "local",
+    "round_to": None,
+    "run_identity": {"data": "abc"},
+    "seed": 0,
+    "size_steps_to_limits": False,
+    "start_epoch": 0,
+    "verify": True,
+}
+
+
+def test_a_run_directory_of_the_default_settings_written_earlier_still_resumes(tmp_path, tiny):
+    tiny.save(tmp_path / "iteration_000.keras")
+    state = {
+        "iteration": 0,
+        "factor": 0.1,
+        "epoch": 0,
+        "checkpoint": "iteration_000.keras",
+        "history": [],
+        "finished": False,
+        "guard": None,
+        "fingerprint": {"model": model_fingerprint(tiny), "settings": DEFAULT_SETTINGS},
+    }
+    (tmp_path / STATE_FILE).write_text(json.dumps(state))
+    pruner = ridurre.Pruner("l1", compile_classifier, output_dir=tmp_path, resume=True)
+    pruner.run_identity = {"data": "abc"}
+    assert pruner.resume_state(tiny)["iteration"] == 0
+    pruner.run_identity = {"data": "other"}
+    with pytest.raises(ValueError, match="run_identity.data 'abc' there, 'other' here"):
+        pruner.resume_state(tiny)
+
+
+def test_what_a_run_produces_is_read_only_and_no_option(tiny):
+    pruner = ridurre.Pruner(
+        "l1",
+        compile_classifier,
+        pruning_factor=0.25,
+        maximum_prune_iterations=1,
+        max_metric_drop=1.0,
+        evaluate_fn=lambda model: 0.5,
+        keep_best=True,
+    )
+    settings = pruner._settings()
+    assert (pruner.history, pruner.baseline_metric, pruner.best_iteration) == ([], None, None)
+    pruner.run_pruning(tiny)
+    assert (len(pruner.history), pruner.baseline_metric, pruner.best_iteration) == (1, 0.5, 0)
+    assert pruner._settings() == settings and settings["options"] == {}
+    for name in ("history", "baseline_metric", "best_iteration"):
+        with pytest.raises(AttributeError):
+            setattr(pruner, name, None)
+    ratios = SensitivityPruning({"conv1": 0.5}, compile_classifier, None, 0, nb_steps=2)
+    assert ratios._settings()["options"] == {"data": None, "nb_steps": 2, "ratios": {"conv1": 0.5}}
