@@ -235,11 +235,13 @@ def allocate_global(
     orders, sorted_scores, floors, removed = [], [], [], []
     for key in keys:
         s = _check_scores(group_scores[key], name=f"group_scores[{key!r}]")
+        # order by the raw scores: dividing by a positive scale keeps their order, but can
+        # underflow tiny scores to ties (5e-324 / 2 == 0), which would reorder them
+        order = _ascending(s)
         if normalize:
             scale = float(np.mean(np.abs(s)))
             if scale > 0:
                 s = s / scale
-        order = _ascending(s)
         orders.append(order)
         sorted_scores.append(s[order])
         floors.append(_min_kept(len(s), min_channels, max_fraction))

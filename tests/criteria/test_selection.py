@@ -262,3 +262,10 @@ def test_define_prune_bins_rejects_bad_input(edges, factors, match):
 def test_docstring_examples_run():
     result = doctest.testmod(sel, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 5 and result.failed == 0
+
+
+def test_allocate_global_normalize_keeps_the_order_of_tiny_scores():
+    # found by hypothesis: 5e-324 / mean underflows to 0.0, tying it with the true 0.0 score;
+    # the channel removed must still be the lowest raw score, not the first of the tie
+    out = sel.allocate_global({"g": [6.0, 5e-324, 0.0]}, 1, normalize=True)
+    assert out["g"].tolist() == [2]
