@@ -32,16 +32,49 @@ def weight_names(layer) -> list[str]:
     return names
 
 
-def layer_weights(layer) -> dict[str, np.ndarray]:
+def layer_weights(layer, copy: bool = True) -> dict[str, np.ndarray]:
     """``{name: numpy array}`` of ``layer``'s variables, in order (see :func:`weight_names`).
+
+    Args:
+        layer: a built layer.
+        copy: False reads the variables without copying them where the backend allows it
+            (TensorFlow, JAX and PyTorch on CPU): read-only arrays that share the variables'
+            memory, for a caller that uses them at once (the surgery slices each layer's weights
+            as it rebuilds it, and a 200 MB embedding is then not held twice). They are valid
+            until the variable is next assigned: on PyTorch they follow the assignment.
 
     Example:
         >>> import keras
         >>> dense = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).layers[0]
         >>> {name: value.shape for name, value in layer_weights(dense).items()}
         {'kernel': (3, 2), 'bias': (2,)}
+        >>> view = layer_weights(dense, copy=False)["kernel"]
+        >>> bool(np.array_equal(view, dense.kernel.numpy())), view.flags.writeable
+        (True, False)
     """
-    return dict(zip(weight_names(layer), layer.get_weights()))
+    values = layer.get_weights() if copy else [_read_only(v) for v in layer.weights]
+    return dict(zip(weight_names(layer), values))
+
+
+def _read_only(variable) -> np.ndarray:
+    """The value of a Keras variable as a read-only numpy array, sharing its memory when the
+    backend allows it (a copy otherwise)."""
+    import keras
+
+    value = variable.value
+    backend = keras.backend.backend()
+    if backend == "tensorflow" and hasattr(value, "read_value"):
+        array = np.asarray(value.read_value())  # the eager tensor's buffer: the variable's, copy on write
+    elif backend == "jax":
+        array = np.asarray(value)  # a CPU jax.Array's own (read-only) buffer
+    elif backend == "torch":
+        array = value.detach().cpu().numpy()  # the tensor's storage on CPU
+    else:
+        array = np.asarray(variable)
+    if array.flags.writeable:
+        array = array.view()
+        array.flags.writeable = False
+    return array
 
 
 def set_layer_weights(layer, weights: dict) -> None:
