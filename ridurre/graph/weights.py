@@ -77,11 +77,20 @@ def _read_only(variable) -> np.ndarray:
     return array
 
 
-def set_layer_weights(layer, weights: dict) -> None:
+def set_layer_weights(layer, weights: dict, take: bool = False) -> None:
     """Set ``layer``'s variables from ``{name: array}`` (every variable must be given).
 
     Variables that Keras named automatically get new names when a layer is rebuilt; when the
     names do not match but the count does, the values are taken in order.
+
+    Args:
+        layer: a built layer.
+        weights: ``{name: array}``.
+        take: the arrays are handed over: the caller drops them and never writes to them again.
+            On TensorFlow a writeable array that owns its memory then becomes the variable's
+            buffer without a copy, and any other array is copied once (Keras's own conversion
+            of a numpy array holds two copies of it at once): what the surgery does with the
+            weights it slices, so that rebuilding a layer holds its new weights once.
 
     Raises:
         KeyError: variables missing from ``weights``.
@@ -93,6 +102,10 @@ def set_layer_weights(layer, weights: dict) -> None:
         >>> set_layer_weights(dense, {"kernel": np.ones((3, 2)), "bias": np.zeros(2)})
         >>> float(layer_weights(dense)["kernel"].sum())
         6.0
+        >>> handed = {"kernel": np.full((3, 2), 2, "float32"), "bias": np.zeros(2, "float32")}
+        >>> set_layer_weights(dense, handed, take=True)
+        >>> float(layer_weights(dense)["kernel"].sum())
+        12.0
     """
     names = weight_names(layer)
     if all(n in weights for n in names):
@@ -101,4 +114,54 @@ def set_layer_weights(layer, weights: dict) -> None:
         values = list(weights.values())
     else:
         raise KeyError(f"weights {sorted(set(names) - set(weights))} of layer {layer.name!r} are missing")
-    layer.set_weights(values)
+    if not take:
+        layer.set_weights(values)
+        return
+    if len(values) != len(layer.weights):
+        layer.set_weights(values)  # Keras's own error
+    handed = set()
+    for variable, value in zip(layer.weights, values):
+        if tuple(variable.shape) != tuple(np.shape(value)):
+            raise ValueError(
+                f"Layer {layer.name} weight shape {tuple(variable.shape)} is not compatible with provided weight "
+                f"shape {tuple(np.shape(value))}."
+            )
+        variable.assign(_handed_over(variable, value, handed))
+
+
+_ALIGNMENT = 64  # bytes: TensorFlow's kernels require (Eigen's) aligned buffers, and abort on others
+
+
+def _handed_over(variable, value, handed: set):
+    """``value`` for ``variable.assign``: on TensorFlow, a tensor that uses the memory of a numpy
+    array the caller hands over (owned, writeable, contiguous, aligned, of the variable's dtype,
+    not handed over before in ``handed``), or else of an aligned copy of it; ``value`` itself
+    on the other backends."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow" or not isinstance(value, np.ndarray) or not value.size:
+        return value
+    if np.dtype(value.dtype).name != np.dtype(variable.dtype).name:
+        return value
+    owned = value.base is None or getattr(value.base, "nbytes", None) == value.nbytes
+    address = value.__array_interface__["data"][0]
+    if not (value.flags.writeable and value.flags.c_contiguous and owned) or address % _ALIGNMENT or address in handed:
+        value = _aligned_copy(value)  # a view of a variable, shared or misaligned memory
+        address = value.__array_interface__["data"][0]
+    import tensorflow as tf
+
+    try:
+        tensor = tf.experimental.dlpack.from_dlpack(value.__dlpack__())
+    except (AttributeError, BufferError, TypeError, ValueError, tf.errors.OpError):
+        return value  # a dtype DLPack does not carry (bfloat16...): Keras's conversion
+    handed.add(address)
+    return tensor
+
+
+def _aligned_copy(value: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of ``value`` whose memory starts at a multiple of :data:`_ALIGNMENT`."""
+    buffer = np.empty(value.nbytes + _ALIGNMENT, np.uint8)
+    start = -buffer.__array_interface__["data"][0] % _ALIGNMENT
+    copy = buffer[start : start + value.nbytes].view(value.dtype).reshape(value.shape)
+    copy[...] = value
+    return copy
