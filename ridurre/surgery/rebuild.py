@@ -262,6 +262,9 @@ def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
             args = (new_layers[("insert", id(old))](args[0]),) + args[1:]
         if edit and edit[0] == "replace":
             kwargs = _accepted_kwargs(new_layer, kwargs)
+        planned = pending.get(id(new_layer), (None, {}))[1]
+        if sum(getattr(w, "nbytes", 0) for w in planned.values()) >= _TRIM_BYTES:
+            _release_freed_memory()  # building a large layer draws its initializer's values: make room first
         outputs = new_layer(*args, **kwargs)
         set_pending(new_layer)
         return outputs
