@@ -6,7 +6,9 @@ rebuild goes through Keras's own ``keras.models.clone_model(clone_function=, cal
 
 from __future__ import annotations
 
+import ctypes
 import inspect
+from collections.abc import Mapping
 
 import keras
 import numpy as np
@@ -16,7 +18,7 @@ from ridurre.graph import layer_weights, set_layer_weights, weight_names
 from ridurre.rules import ConfigView, UnitMasks
 from ridurre.rules.keras_hub import DERIVED_CONFIG_KEYS, class_path
 
-__all__ = ["plan_layers", "rebuild"]
+__all__ = ["LayerPlans", "plan_layers", "rebuild"]
 
 
 def _gone_masks(trace, use, deleted):
@@ -62,7 +64,9 @@ def _within(gone, cut):
     return shrunk if shrunk.touched(kept=False) else None
 
 
-def plan_layers(trace, deleted, zero: bool = False, shapes_only: bool = False, uses=None, still_delete=None) -> dict:
+def plan_layers(
+    trace, deleted, zero: bool = False, shapes_only: bool = False, uses=None, still_delete=None, lazy: bool = False
+):
     """For every layer of a traced model, its config and weights once ``deleted`` units are gone.
 
     Args:
@@ -76,10 +80,13 @@ def plan_layers(trace, deleted, zero: bool = False, shapes_only: bool = False, u
             (channels through a normalization over the channel axis: the reference that a
             pruned model must equal exactly deletes them too, since zeroing them would change
             the normalization's statistics).
+        lazy: return a :class:`LayerPlans` that plans each layer when it is looked up, from
+            read-only views of its variables, and keeps nothing: what :func:`rebuild` takes,
+            so that one layer's sliced weights at most are held at a time.
 
     Returns:
-        dict ``id(layer) -> (config, weights dict or None)``; nested models map to
-        ``("model", [new width of each input])``.
+        dict ``id(layer) -> (config, weights dict or None)`` (a :class:`LayerPlans` with
+        ``lazy``); nested models map to ``("model", [new width of each input])``.
 
     Example:
         >>> import keras, numpy as np
@@ -92,43 +99,83 @@ def plan_layers(trace, deleted, zero: bool = False, shapes_only: bool = False, u
         >>> config["units"], weights["kernel"].shape
         (2, (4, 2))
     """
-    deleted_roots = np.asarray(deleted, dtype=np.int64)
-    deleted = np.zeros(len(trace.units.parent), dtype=bool)
-    deleted[deleted_roots] = True
-    removed = None  # with zero: the roots sliced away all the same
-    if zero and still_delete is not None and len(still_delete):
-        removed = np.zeros(len(trace.units.parent), dtype=bool)
-        removed[np.asarray(still_delete, dtype=np.int64)] = True
-        removed &= deleted
-        deleted &= ~removed
-    plans = {}
-    for use in trace.uses.values() if uses is None else uses:
+    plans = LayerPlans(trace, deleted, zero, shapes_only, uses, still_delete, copy=not lazy)
+    return plans if lazy else {key: plans[key] for key in plans}
+
+
+class LayerPlans(Mapping):
+    """``id(layer) -> (config, weights)`` as :func:`plan_layers` gives it, each layer planned when
+    it is looked up and not kept (looking a layer up twice plans it twice).
+
+    Args:
+        trace, deleted, zero, shapes_only, uses, still_delete: as for :func:`plan_layers`.
+        copy: False reads the weights as read-only views of the variables
+            (:func:`ridurre.graph.layer_weights`): the planned arrays are then valid only until
+            the model's variables change.
+
+    Example:
+        >>> import keras
+        >>> from ridurre.graph import trace_model
+        >>> x = keras.Input((4,))
+        >>> model = keras.Model(x, keras.layers.Dense(2)(keras.layers.Dense(3, name="h")(x)))
+        >>> trace = trace_model(model)
+        >>> plans = LayerPlans(trace, trace.groups()[1].roots[[0]], copy=False)
+        >>> plans[id(model.get_layer("h"))][1]["kernel"].shape
+        (4, 2)
+    """
+
+    def __init__(self, trace, deleted, zero=False, shapes_only=False, uses=None, still_delete=None, copy=True):
+        self._trace = trace
+        self._zero = zero
+        self._shapes_only = shapes_only
+        self._copy = copy
+        self._uses = {id(use.layer): use for use in (trace.uses.values() if uses is None else uses)}
+        self._deleted_roots = np.asarray(deleted, dtype=np.int64)
+        self._deleted = np.zeros(len(trace.units.parent), dtype=bool)
+        self._deleted[self._deleted_roots] = True
+        self._removed = None  # with zero: the roots sliced away all the same
+        if zero and still_delete is not None and len(still_delete):
+            self._removed = np.zeros(len(trace.units.parent), dtype=bool)
+            self._removed[np.asarray(still_delete, dtype=np.int64)] = True
+            self._removed &= self._deleted
+            self._deleted &= ~self._removed
+
+    def __iter__(self):
+        return iter(self._uses)
+
+    def __len__(self):
+        return len(self._uses)
+
+    def __getitem__(self, key):
+        return self._plan(self._uses[key])
+
+    def _plan(self, use):
+        trace, deleted, removed = self._trace, self._deleted, self._removed
         layer = use.layer
         if _compat.is_graph_model(layer):
-            gone = removed if zero else deleted
-            plans[id(layer)] = (
+            gone = removed if self._zero else deleted
+            return (
                 "model",
                 [
                     None
-                    if gone is None or deleted_roots.size == 0
+                    if gone is None or self._deleted_roots.size == 0
                     else int(np.count_nonzero(~gone[trace.units.roots(lay)]))
                     for lay in use.model_in_layouts
                 ],
             )
-            continue
         variables = getattr(layer, "weights", [])  # raw keras.ops operations have none
         built = bool(variables) or getattr(layer, "built", True)
-        if shapes_only and variables:
+        if self._shapes_only and variables:
             weights = {
                 name: np.broadcast_to(np.zeros(1, np.int8), tuple(v.shape))
-                for name, v in zip(weight_names(layer) if variables else (), variables)
+                for name, v in zip(weight_names(layer), variables)
             }
-        elif shapes_only:
+        elif self._shapes_only:
             weights = {}
         else:
-            weights = layer_weights(layer) if variables else {}
+            weights = layer_weights(layer, copy=self._copy) if variables else {}
         config = layer.get_config()
-        gone = _gone_masks(trace, use, deleted) if use.rule is not None and deleted_roots.size else None
+        gone = _gone_masks(trace, use, deleted) if use.rule is not None and self._deleted_roots.size else None
         if removed is not None and use.rule is not None:
             cut = _gone_masks(trace, use, removed)
             if cut is not None:
@@ -136,24 +183,26 @@ def plan_layers(trace, deleted, zero: bool = False, shapes_only: bool = False, u
                 gone = _within(gone, cut)
                 layer = ConfigView(type(layer).__name__, config)  # the zeroing sees the sliced layer
         if gone is not None:
-            if zero:
+            if self._zero:
                 weights = use.rule.zero_units(layer, weights, gone)
             else:
                 config, weights = use.rule.slice_units(layer, config, weights, _kept(gone))
-        plans[id(use.layer)] = (config, weights if built else None)
-    return plans
+        return config, weights if built else None
 
 
 def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
     """Clone ``model`` once, building every layer from its planned config and weights.
 
     Each layer's planned weights are set as soon as its first call has built it, and dropped
-    from ``plans`` then, so that the sliced arrays and the new model's variables are never both
-    held in full: the surgery peaks at about the original plus the pruned copy.
+    then, so that the sliced arrays and the new model's variables are never both held in full.
+    With lazy plans (``plan_layers(..., lazy=True)``, what :meth:`Surgeon.operate` passes) each
+    layer is planned only when it is rebuilt, from views of its variables: one layer's sliced
+    weights at most exist at a time, and the surgery peaks at about the original plus the
+    pruned copy plus the largest pruned layer.
 
     Args:
         model: the original model (not modified).
-        plans: the output of :func:`plan_layers` (its weights are consumed).
+        plans: the output of :func:`plan_layers` (a dict's weights are consumed).
         edits: ``{id(layer): ("delete" | "insert" | "replace", new layer)}``.
 
     Returns:
@@ -161,6 +210,7 @@ def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
     """
     new_layers = {}  # id(old layer) -> new layer
     pending = {}  # id(new layer) -> (new layer, weights), until its first call builds it
+    freed = [0]  # bytes of planned weights set (and so freed) since the heap was last trimmed
 
     def build(layer):
         if isinstance(layer, keras.layers.Lambda):
@@ -171,7 +221,8 @@ def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
         new = _from_config(layer.__class__, config)
         if weights:
             pending[id(new)] = (new, weights)
-            plans[id(layer)] = (config, None)
+            if isinstance(plans, dict):
+                plans[id(layer)] = (config, None)
         return new
 
     def set_pending(new_layer):
@@ -179,9 +230,13 @@ def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
         if new is None:
             return
         try:
-            set_layer_weights(new, weights)
+            set_layer_weights(new, weights, take=True)
         except (ValueError, KeyError) as exc:
             raise RuntimeError(f"could not set the weights of rebuilt layer {new.name!r}: {exc}") from exc
+        freed[0] += sum(getattr(w, "nbytes", 0) for w in weights.values())
+        if freed[0] >= _TRIM_BYTES:
+            freed[0] = 0
+            _release_freed_memory()
 
     def clone_function(layer):
         edit = edits.get(id(layer))
@@ -207,6 +262,9 @@ def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
             args = (new_layers[("insert", id(old))](args[0]),) + args[1:]
         if edit and edit[0] == "replace":
             kwargs = _accepted_kwargs(new_layer, kwargs)
+        planned = pending.get(id(new_layer), (None, {}))[1]
+        if sum(getattr(w, "nbytes", 0) for w in planned.values()) >= _TRIM_BYTES:
+            _release_freed_memory()  # building a large layer draws its initializer's values: make room first
         outputs = new_layer(*args, **kwargs)
         set_pending(new_layer)
         return outputs
@@ -242,6 +300,26 @@ def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
     for new, _ in list(pending.values()):  # Sequential models, and layers not called by the cloning
         set_pending(new)
     return new_model
+
+
+_TRIM_BYTES = 64 * 2**20
+_malloc_trim = None
+
+
+def _release_freed_memory():
+    """Give the heap memory freed so far back to the system (glibc's ``malloc_trim``; nothing
+    elsewhere). glibc keeps freed blocks below its mmap threshold (up to 32 MB) in the heap, so
+    that each layer's transient arrays (its initializer's values, the sliced weights, their
+    conversion) would otherwise stay resident: the rebuild of a 355 M parameter decoder kept
+    about 300 MB of them, measured in BENCHMARKS.md. Called every :data:`_TRIM_BYTES` of weights set."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL(None).malloc_trim
+        except (AttributeError, OSError, TypeError):  # not glibc
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
 
 
 def _from_config(cls, config):

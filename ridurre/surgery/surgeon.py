@@ -208,7 +208,7 @@ class Surgeon:
         still = None
         if zero and delete_inexact:
             still = [r for r in deleted.tolist() if r in trace.units.inexact]
-        return rebuild(self.model, plan_layers(trace, deleted, zero=zero, still_delete=still), self._edits)
+        return rebuild(self.model, plan_layers(trace, deleted, zero=zero, still_delete=still, lazy=True), self._edits)
 
     def inexact_groups(self) -> list[_graph.ChannelGroup]:
         """The groups of the queued channels that pass through a normalization over the channel

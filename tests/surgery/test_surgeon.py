@@ -314,3 +314,61 @@ def test_a_layer_that_would_lose_every_channel_is_refused():
     with pytest.raises(ValueError, match="would leave layer 'a' with no output channels"):
         delete_channels(model, "c", [0, 1, 2])
     assert delete_channels(model, "c", [0, 1]).get_layer("a").filters == 1
+
+
+@pytest.mark.parametrize("build", [zoo.residual, zoo.squeeze_excite, zoo.shared], ids=lambda f: f.__name__)
+def test_the_rebuild_holds_one_layer_of_planned_weights_at_a_time(build, rng, monkeypatch):
+    """A functional model's layers are planned one by one as they are rebuilt, each layer's
+    weights set (and dropped) before the next layer is planned: never a whole pruned copy.
+    (A Sequential model's are all planned before any is built: Keras clones every layer of a
+    Sequential model before calling the first.)"""
+    import sys
+
+    rebuild_module = sys.modules["ridurre.surgery.rebuild"]
+    outstanding, most, planned = [0], [0], []
+    plan, set_weights = rebuild_module.LayerPlans._plan, rebuild_module.set_layer_weights
+
+    def counting_plan(self, use):
+        config, weights = plan(self, use)
+        if weights and config != "model":  # a nested model's plan is its inputs' widths
+            planned.append(use.layer.name)
+            outstanding[0] += 1
+            most[0] = max(most[0], outstanding[0])
+        return config, weights
+
+    def counting_set(layer, weights, take=False):
+        outstanding[0] -= 1
+        set_weights(layer, weights, take=take)
+
+    monkeypatch.setattr(rebuild_module.LayerPlans, "_plan", counting_plan)
+    monkeypatch.setattr(rebuild_module, "set_layer_weights", counting_set)
+    model = randomize_weights(build(), 3)
+    jobs = random_jobs(model, rng, fraction=0.5)
+    pruned, zeroed = apply_jobs(model, jobs), apply_jobs(model, jobs, zero=True)
+    layers = [layer for _, layer in ridurre.graph.all_layers(model)]
+    weighted = [layer for layer in layers if layer.weights and not isinstance(layer, keras.Model)]
+    assert len(planned) == 2 * len(weighted)  # each layer planned once per surgery
+    assert most[0] == 1 and outstanding[0] == 0
+    xs = random_inputs(model, rng)
+    assert_close(predict(pruned, xs), predict(zeroed, xs))
+
+
+def test_the_pruned_model_shares_no_memory_with_the_original(rng):
+    """The surgery reads the original's variables without copying them and hands the sliced
+    arrays over to the new variables: writing to either model afterwards leaves the other as it was."""
+    model = randomize_weights(zoo.residual(), 4)
+    xs = random_inputs(model, rng)
+    jobs = random_jobs(model, rng, fraction=0.3)
+    pruned, zeroed = apply_jobs(model, jobs), apply_jobs(model, jobs, zero=True)
+    before, pruned_before = predict(model, xs), predict(pruned, xs)
+    for _, layer in ridurre.graph.all_layers(model):
+        for variable in layer.weights:
+            variable.assign(np.zeros(variable.shape, variable.dtype))
+    assert_close(predict(pruned, xs), pruned_before)
+    assert_close(predict(zeroed, xs), pruned_before)
+    for _, layer in ridurre.graph.all_layers(pruned):
+        for variable in layer.weights:
+            variable.assign(np.full(variable.shape, 0.5, variable.dtype))
+    assert_close(predict(zeroed, xs), pruned_before)
+    assert not np.allclose(predict(pruned, xs), pruned_before)
+    assert before.shape == pruned_before.shape
