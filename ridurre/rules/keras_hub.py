@@ -14,8 +14,8 @@ patch-embedding stems of ViT, DeiT and DINOv2 (every weight ends with the hidden
 rotary embeddings (head dimensions pruned in rotation pairs). MiT's hand-written attention is
 recorded as a ``MultiHeadAttention`` stand-in (:mod:`ridurre.graph.standins`);
 ``CachedMultiHeadAttention`` and Llama's attention are composites: inlining reaches their
-``EinsumDense`` and einsum internals. Gemma's decoder blocks are still kept whole (its
-``RMSNormalization`` cannot be saved).
+``EinsumDense`` and einsum internals. Gemma's ``RMSNormalization`` (which cannot be saved as
+created) and its attention are replaced by stand-ins, so its decoder blocks are inlined too.
 """
 
 from __future__ import annotations
