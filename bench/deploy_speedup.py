@@ -4,7 +4,10 @@ Usage::
 
     python bench/deploy_speedup.py speedup [--models vgg16,resnet56] [--speedups 2,3] [--rounds 3]
                                            [--round-to 8,16] [--runtimes keras,litert,onnx,saved_model]
-    python bench/deploy_speedup.py lut     [--runtime litert] [--width 0.5]
+    python bench/deploy_speedup.py lut     [--runtime litert] [--width 0.5] [--model vgg16|resnet56]
+                                           [--batch 1] [--stop latency|macs] [--round-to-lut K]
+                                           [--table lut.json] [--sizes]
+    python bench/deploy_speedup.py kernels [--runtimes keras,litert,onnx]
     python bench/deploy_speedup.py int8    [--epochs 12]
 
 ``speedup``: VGG16-CIFAR10 and ResNet-56 (random weights, randomized BatchNorm statistics; speed
@@ -17,10 +20,18 @@ in every runtime, are timed side by side in interleaved rounds at batch 1 and 32
 (:func:`ridurre.deploy.measure_deployed`). Printed: latency, realized speed-up and its ratio to
 the MACs reduction. Target: at least 0.8 in every runtime at 2x.
 
-``lut``: the speed-aware options on VGG16-CIFAR10 at ``--width``: ``choose_round_to`` in the
-runtime, a ``LatencyTable`` (one export and timing per group), then pruning to
-``target_speedup=2`` once by MACs and once by the table's predicted latency; both results are
-timed side by side in the runtime.
+``lut``: the speed-aware options on ``--model`` at ``--width`` (VGG16-CIFAR10 at half width by
+default, or ResNet-56 at full width):
+``choose_round_to`` in the runtime (skipped with ``--round-to-lut``), a ``LatencyTable`` at
+``--batch`` (one export and timing per group; printed with each group's share of the latency
+saved per share of the MACs saved), then pruning to ``--target`` (2) once by MACs (local) and
+once ranked by the table, stopping at the table's predicted speed-up (``--stop latency``) or at
+the same MACs reduction (``--stop macs``); the results are timed side by side in the table's
+runtime and ``--runtimes``, at batch 1, 32 and ``--batch``.
+
+``kernels``: one 3x3 convolution + BatchNorm + ReLU at ResNet-56's shapes (32x32 with 8-16
+channels, 8x8 with 32-64), full width and narrower, timed in each runtime at batch 1 and 32:
+latency per MAC against the full-width layer's (1.0 = the latency falls with the MACs).
 
 ``int8``: prune then quantize on the digits: a small CNN trained on the bundled digits (8x8),
 pruned to 2x fewer MACs with finetuning, then exported float and int8 to LiteRT and ONNX; test
@@ -50,8 +61,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from helpers import randomize_weights  # noqa: E402
 
-from ridurre import channel_groups  # noqa: E402
+from ridurre import Surgeon, channel_groups  # noqa: E402
 from ridurre.deploy import LatencyTable, choose_round_to, export, load_runtime, measure_deployed  # noqa: E402
+from ridurre.graph import trace_model  # noqa: E402
 from ridurre.metrics import keras_runner, measure_runners, model_stats  # noqa: E402
 from ridurre.pruning import Pruner  # noqa: E402
 from ridurre.zoo.models import resnet_cifar, small_cnn, vgg16_cifar10  # noqa: E402
@@ -79,14 +91,18 @@ def _model(name, width=1.0):
     return randomize_weights(model, seed=0)
 
 
-def _prune(model, speedup, round_to=8, table=None, exclude=("predictions", "fc.*", "dense.*")):
+def _prune(model, speedup, round_to=8, table=None, exclude=("predictions", "fc.*", "dense.*"), stop="latency"):
+    """L1, no finetuning, to ``speedup``: fewer MACs, or with ``table`` the speed-up the table
+    predicts (``stop="latency"``) or, ranked by the table, fewer MACs (``stop="macs"``)."""
+    by_macs = table is None or stop == "macs"
     pruner = Pruner(
         "l1",
         lambda m: None,
         None,
         0,
         pruning_factor=0.5,  # with round_to=8 a smaller step removes nothing from 16-channel groups
-        target_speedup=speedup,
+        target_speedup=None if table is not None and by_macs else speedup,
+        max_macs_reduction=1.0 - 1.0 / speedup if table is not None and by_macs else None,
         maximum_pruning_percent=None,
         maximum_prune_iterations=40,
         round_to=round_to,
@@ -143,38 +159,126 @@ def _speedup(args):
 
 
 def _lut(args):
-    model = _model("vgg16", args.width)
+    width = args.width if args.width is not None else (0.5 if args.model == "vgg16" else 1.0)
+    model = _model(args.model, width)
     exclude = lambda g: not any(p.startswith(("predictions", "fc")) for p in g.producers)  # noqa: E731
-    started = time.perf_counter()
-    k, rounding = choose_round_to(model, args.runtime, batch_size=1, rounds=args.rounds)
-    print(f"choose_round_to in {time.perf_counter() - started:.1f} s ({_load()})\n", file=sys.stderr)
-    print(f"## round_to in {args.runtime}, batch 1 (every group 30 % smaller, rounded down to a multiple)\n")
-    print("| round_to | MACs | median ms | ms per GMAC |\n|---:|---:|---:|---:|")
-    for cand, row in rounding.items():
-        print(f"| {cand} | {row['macs']:,} | {row['ms']:.3f} | {row['ms_per_gmac']:.2f} |")
-    print(f"\nchosen: round_to={k}\n")
-    started = time.perf_counter()
-    table = LatencyTable.build(model, args.runtime, batch_size=1, groups=exclude, rounds=args.rounds)
-    print(f"LatencyTable.build in {time.perf_counter() - started:.1f} s ({_load()})", file=sys.stderr)
-    print(f"## Latency table ({args.runtime}, batch 1, {table.threads} threads): base {table.base_ms:.3f} ms\n")
-    print("| group | channels | removed for the measurement | ms saved per channel |\n|---|---:|---:|---:|")
-    for key, saved in table.saved_ms_per_channel.items():
-        print(f"| {key} | {table.sizes[key]} | {table.removed[key]} | {saved * 1000:.2f} µs |")
-    by_macs = _prune(model, 2.0, round_to=k)
-    by_latency = _prune(model, 2.0, round_to=k, table=table)
-    models = {"original": model, "by MACs": by_macs, "by latency table": by_latency}
-    latency, _ = measure_deployed(models, (args.runtime,), batch_sizes=(1,), rounds=args.rounds, budget=args.budget)
-    base = latency["original"][args.runtime][1].median_ms
+    batch = args.batch
+    k = args.round_to_lut
+    if k is None:
+        started = time.perf_counter()
+        k, rounding = choose_round_to(model, args.runtime, batch_size=batch, rounds=args.rounds)
+        print(f"choose_round_to in {time.perf_counter() - started:.1f} s ({_load()})\n", file=sys.stderr)
+        print(f"## round_to in {args.runtime}, batch {batch} (every group 30 % smaller, rounded down to a multiple)\n")
+        print("| round_to | MACs | median ms | ms per GMAC |\n|---:|---:|---:|---:|")
+        for cand, row in rounding.items():
+            print(f"| {cand} | {row['macs']:,} | {row['ms']:.3f} | {row['ms_per_gmac']:.2f} |")
+        print(f"\nchosen: round_to={k}\n")
+    if args.table and os.path.exists(args.table):
+        table = LatencyTable.load(args.table)
+        print(f"table read from {args.table}", file=sys.stderr)
+    else:
+        started = time.perf_counter()
+        table = LatencyTable.build(model, args.runtime, batch_size=batch, groups=exclude, rounds=args.rounds)
+        print(f"LatencyTable.build in {time.perf_counter() - started:.1f} s ({_load()})", file=sys.stderr)
+        if args.table:
+            table.save(args.table)
+    _print_table(model, table)
+    by_macs = _prune(model, args.target, round_to=k)
+    by_latency = _prune(model, args.target, round_to=k, table=table, stop=args.stop)
+    models = {"original": model, "by MACs (local)": by_macs, f"ranked by the table, stop at {args.stop}": by_latency}
+    if args.sizes:
+        _print_sizes(models)
+    runtimes = tuple(dict.fromkeys((args.runtime, *args.runtimes.split(","))))
+    batches = tuple(sorted({1, batch, 32}))
+    latency, _ = measure_deployed(models, runtimes, batch_sizes=batches, rounds=args.rounds, budget=args.budget)
     macs0 = model_stats(model).total_macs
-    print(f"\n## Pruned to target_speedup=2 in {args.runtime}, batch 1 (measured side by side)\n")
-    print("| pruned | MACs fewer | predicted speed-up (table) | measured ms | measured speed-up |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"\n## {args.model} (width {width:g}) pruned to {args.target:g}x (round_to={k}), side by side\n")
+    print(
+        "| pruned | MACs fewer | predicted speed-up (table) | runtime | batch | median ms | speed-up | "
+        "speed-up / MACs reduction |"
+    )
+    print("|---|---:|---:|---|---:|---:|---:|---:|")
     for name, m in models.items():
         sizes = {g.key: g.size for g in channel_groups(m)}
-        ms = latency[name][args.runtime][1].median_ms
+        reduction = macs0 / model_stats(m).total_macs
+        for runtime in runtimes:
+            for b in batches:
+                timed = latency[name][runtime][b]
+                speed = latency["original"][runtime][b].median_ms / timed.median_ms
+                print(
+                    f"| {name} | {reduction:.2f}x | {table.base_ms / table.predicted_ms(sizes):.2f}x | {runtime} | "
+                    f"{b} | {timed.median_ms:.3f} ± {timed.spread_ms:.3f} | {speed:.2f}x | {speed / reduction:.2f} |"
+                )
+
+
+def _print_sizes(models):
+    widths = {name: {g.key: g.size for g in channel_groups(m)} for name, m in models.items()}
+    names = list(models)
+    print("| group | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names))
+    for key in widths[names[0]]:
+        label = key if len(key) < 40 else key.split("+")[0] + "+..."
+        print(f"| {label} | " + " | ".join(str(widths[n].get(key, "")) for n in names) + " |")
+    print()
+
+
+def _print_table(model, table):
+    """The table, with each group's share of the latency saved per share of the MACs saved: the
+    ratio a cut of that group alone realizes (a 2x MACs cut needs 0.75 on average for 0.8)."""
+    macs0 = model_stats(model).total_macs
+    trace = trace_model(model)
+    print(
+        f"## Latency table ({table.runtime}, batch {table.batch_size}, {table.threads} threads): "
+        f"base {table.base_ms:.3f} ms\n"
+    )
+    print("| group | channels | removed | ms saved per channel | MACs saved | latency share / MACs share |")
+    print("|---|---:|---:|---:|---:|---:|")
+    groups = {g.key: g for g in trace.groups()}
+    for key, saved in table.saved_ms_per_channel.items():
+        n = table.removed[key]
+        surgeon = Surgeon(model, trace=trace)
+        surgeon.delete_group_channels(groups[key], np.arange(n))
+        macs_saved = macs0 - model_stats(surgeon.operate()).total_macs
+        share = (saved * n / table.base_ms) / (macs_saved / macs0)
+        name = key if len(key) < 40 else key.split("+")[0] + "+..."
+        print(f"| {name} | {table.sizes[key]} | {n} | {saved * 1000:.1f} µs | {macs_saved:,} | {share:.2f} |")
+
+
+def _kernels(args):
+    """One convolution + BatchNorm + ReLU at ResNet-56's shapes, full width and pruned, in each
+    runtime: how a runtime's latency follows the MACs at these widths."""
+    runtimes = tuple(args.runtimes.split(","))
+    cases = {  # (spatial size, input channels): output channels, the first one the reference
+        (32, 16): (16, 8),
+        (32, 8): (16, 8),
+        (8, 64): (64, 48, 40, 32),
+        (8, 40): (64, 40),
+        (8, 32): (64, 32),
+    }
+    rows, reference = [], {}
+    for (hw, cin), outs in cases.items():
+        models = {}
+        for cout in outs:
+            inputs = keras.Input((hw, hw, cin))
+            x = keras.layers.Conv2D(cout, 3, padding="same", use_bias=False)(inputs)
+            x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+            models[(hw, cin, cout)] = randomize_weights(keras.Model(inputs, x), seed=0)
+        latency, _ = measure_deployed(models, runtimes, batch_sizes=(1, 32), rounds=args.rounds, budget=args.budget)
+        for key, model in models.items():
+            macs = model_stats(model).total_macs
+            for runtime in runtimes:
+                for batch in (1, 32):
+                    ms = latency[key][runtime][batch].median_ms
+                    if key[1:] in ((16, 16), (64, 64)):
+                        reference[(key[0], runtime, batch)] = (ms, macs)
+                    rows.append((key, runtime, batch, ms, macs))
+    print(f"## One Conv2D 3x3 + BatchNorm + ReLU, {args.rounds} rounds ({_load()} at the end)\n")
+    print("| size | channels in → out | runtime | batch | median ms | GMAC/s | latency / MACs (vs full width) |")
+    print("|---:|---|---|---:|---:|---:|---:|")
+    for (hw, cin, cout), runtime, batch, ms, macs in rows:
+        ref_ms, ref_macs = reference[(hw, runtime, batch)]
         print(
-            f"| {name} | {macs0 / model_stats(m).total_macs:.2f}x | {table.base_ms / table.predicted_ms(sizes):.2f}x | "
-            f"{ms:.3f} | {base / ms:.2f}x |"
+            f"| {hw}x{hw} | {cin} → {cout} | {runtime} | {batch} | {ms:.3f} | {macs * batch / ms / 1e6:.1f} | "
+            f"{(ms / ref_ms) / (macs / ref_macs):.2f} |"
         )
 
 
@@ -253,20 +357,29 @@ def _int8(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=("speedup", "lut", "int8"))
+    parser.add_argument("part", choices=("speedup", "lut", "kernels", "int8"))
     parser.add_argument("--models", default="vgg16,resnet56")
     parser.add_argument("--speedups", default="2,3")
     parser.add_argument("--runtime", default="litert")
     parser.add_argument("--runtimes", default="keras,litert,onnx", help="speedup: the runtimes to time")
     parser.add_argument("--round-to", default="8", help="speedup: channel multiples, one pruned model each")
-    parser.add_argument("--width", type=float, default=0.5)
+    parser.add_argument("--width", type=float, default=None, help="lut: width multiplier (VGG16 0.5, ResNet-56 1)")
+    parser.add_argument("--model", default="vgg16", help="lut: vgg16 or resnet56")
+    parser.add_argument("--batch", type=int, default=1, help="lut: batch size of the table and the timings")
+    parser.add_argument("--target", type=float, default=2.0, help="lut: the speed-up to prune to")
+    parser.add_argument(
+        "--stop", choices=("latency", "macs"), default="latency", help="lut: the table's pruning stops at"
+    )
+    parser.add_argument("--round-to-lut", type=int, default=None, help="lut: skip choose_round_to, use this")
+    parser.add_argument("--table", default=None, help="lut: JSON file of the table: read if it exists, else written")
+    parser.add_argument("--sizes", action="store_true", help="lut: print the pruned models' group widths")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--budget", type=float, default=0.3)
     args = parser.parse_args()
     _header(args)
     started = time.perf_counter()
-    {"speedup": _speedup, "lut": _lut, "int8": _int8}[args.part](args)
+    {"speedup": _speedup, "lut": _lut, "kernels": _kernels, "int8": _int8}[args.part](args)
     print(f"\n{time.perf_counter() - started:.0f} s in all, {_load()} at the end")
 
 
