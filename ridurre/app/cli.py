@@ -58,7 +58,7 @@ STATS_EPILOG = """examples:
   ridurre stats pruned.keras --latency --compare original.keras      # Keras, LiteRT and ONNX Runtime
   ridurre stats model.keras --latency --runtimes keras,onnx --batch-sizes 1,32 --threads 1
   ridurre stats model.keras --save-latency-table lut.json --runtimes litert --batch-sizes 1
-  ridurre prune --model model.keras --latency-table lut.json --ranking global --target-macs 0.5
+  ridurre prune --model model.keras --latency-table lut.json --ranking global --target-latency 0.5
 """
 
 EXPORT_EPILOG = """examples:
@@ -114,6 +114,15 @@ PRUNE_OPTIONS = [
         ("--target-macs",),
         "strategy.target_macs",
         dict(type=float, metavar="X", help="keep about X of the original MACs, in (0, 1): 0.5 = 2x fewer"),
+    ),
+    (
+        ("--target-latency",),
+        "strategy.target_latency",
+        dict(
+            type=float,
+            metavar="X",
+            help="keep about X of the latency the --latency-table predicts, in (0, 1): 0.5 = 2x faster",
+        ),
     ),
     (("--iterations",), "strategy.iterations", dict(type=int, metavar="N", help="prune iterations (default: 3)")),
     (
@@ -223,8 +232,9 @@ PRUNE_OPTIONS = [
         "strategy.latency_table",
         dict(
             metavar="FILE",
-            help="a latency table (ridurre stats MODEL --save-latency-table FILE): --target-macs then means "
-            "measured latency, and --ranking global favours the groups that save the most time",
+            help="a latency table (ridurre stats MODEL --save-latency-table FILE): --ranking global then "
+            "favours the groups that save the most time per channel, and --target-latency limits the latency "
+            "it predicts",
         ),
     ),
     (("--min-channels",), "strategy.min_channels", dict(type=int, metavar="K", help="never fewer channels per layer")),

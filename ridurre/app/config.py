@@ -195,6 +195,7 @@ SCHEMA = {
         "ratio": _number(0, 1),
         "head_ratio": _number(0, 1),
         "target_macs": _number(0, 1),
+        "target_latency": _number(0, 1),
         "step": _number(0, 1),
         "iterations": _integer(1),
         "finetune_epochs": _integer(0),
@@ -237,6 +238,7 @@ DEFAULTS = {
         "ratio": None,
         "head_ratio": None,
         "target_macs": None,
+        "target_latency": None,
         "step": None,
         "iterations": 3,
         "finetune_epochs": 1,
@@ -262,7 +264,8 @@ DEFAULTS = {
     "validation": {"verify": True, "dry_run": False, "require_target": False},
     "logging": {"level": "info"},
 }
-"""Built-in defaults. Without ``ratio`` and ``target_macs``, a run removes 30 % of the channels."""
+"""Built-in defaults. Without ``ratio``, ``target_macs`` and ``target_latency``, a run removes 30 % of
+the channels."""
 
 DEFAULT_RATIO = 0.3
 
@@ -451,18 +454,21 @@ class Config:
         """``(ratio, target_macs, step)`` of the run, with the defaults filled in.
 
         ``ratio`` caps the share of prunable channels removed, ``target_macs`` the share of the
-        original MACs kept; ``step`` is the share of the remaining channels one iteration
-        removes: ``1 - (1 - ratio) ** (1 / iterations)``, or, for a MACs target only,
-        ``1 - target_macs ** (1 / (2 * iterations))`` (MACs shrink about quadratically with width).
+        original MACs kept (``strategy.target_latency``, read directly, the share of the latency a
+        latency table predicts); ``step`` is the share of the remaining channels one iteration
+        removes: ``1 - (1 - ratio) ** (1 / iterations)``, or, for a MACs or latency target only,
+        ``1 - target ** (1 / (2 * iterations))`` (MACs shrink about quadratically with width).
         A derived step is only the first guess: the run sizes each step to reach the limits in
         ``iterations`` steps (see :meth:`sized_steps`).
         """
         ratio, target, step = self["strategy.ratio"], self["strategy.target_macs"], self["strategy.step"]
+        latency = self["strategy.target_latency"]
         n = self["strategy.iterations"]
-        if ratio is None and target is None:
+        if ratio is None and target is None and latency is None:
             ratio = DEFAULT_RATIO
         if step is None:
-            step = 1.0 - (1.0 - ratio) ** (1.0 / n) if ratio is not None else 1.0 - target ** (1.0 / (2 * n))
+            kept = min(v for v in (target, latency) if v is not None) if ratio is None else None
+            step = 1.0 - (1.0 - ratio) ** (1.0 / n) if ratio is not None else 1.0 - kept ** (1.0 / (2 * n))
         return ratio, target, step
 
     def head_step(self):

@@ -66,6 +66,7 @@ __all__ = [
     "make_compile_fn",
     "make_finetune_fn",
     "make_pruner",
+    "configured_latency_table",
     "load_latency_table",
     "prune_model",
     "latency_ms",
@@ -197,7 +198,8 @@ def make_pruner(
 
     ``strategy.method`` names the criterion (any name of :mod:`ridurre.criteria`),
     ``strategy.ratio`` becomes ``maximum_pruning_percent``, ``strategy.target_macs`` X becomes
-    ``max_macs_reduction = 1 - X``, and ``strategy.step`` the share of each group removed per
+    ``max_macs_reduction = 1 - X``, ``strategy.target_latency`` X (with ``strategy.latency_table``)
+    ``target_speedup = 1 / X`` measured by the table, and ``strategy.step`` the share of each group removed per
     iteration (without it the steps are sized to reach the limits in ``strategy.iterations``
     iterations); ``strategy.head_ratio`` becomes the per-iteration
     ``head_pruning_factor`` of the attention heads. A criterion that needs data gets
@@ -208,7 +210,8 @@ def make_pruner(
     """
     ratio, target, step = config.limits()
     criterion = config.criterion()
-    table = load_latency_table(config["strategy.latency_table"])
+    table = configured_latency_table(config)
+    latency_target = config["strategy.target_latency"]
     options = config.criterion_options()
     needs = criterion_class(criterion).needs
     if "data" in needs:
@@ -227,8 +230,8 @@ def make_pruner(
             criterion_options=options,
             maximum_prune_iterations=config["strategy.iterations"],
             maximum_pruning_percent=ratio,
-            max_macs_reduction=None if target is None or table is not None else 1.0 - target,
-            target_speedup=None if target is None or table is None else 1.0 / target,
+            max_macs_reduction=None if target is None else 1.0 - target,
+            target_speedup=None if latency_target is None else 1.0 / latency_target,
             latency_table=table,
             layers=config["layers.include"],
             exclude=config["layers.exclude"],
@@ -257,12 +260,24 @@ def make_pruner(
     return pruner
 
 
+def configured_latency_table(config):
+    """The latency table of ``strategy.latency_table`` (``None`` without one); ``ConfigError`` for
+    a table that cannot be read or a ``strategy.target_latency`` without a table."""
+    table = load_latency_table(config["strategy.latency_table"])
+    if config["strategy.target_latency"] is not None and table is None:
+        raise ConfigError(
+            "strategy.target_latency",
+            message="strategy.target_latency (--target-latency) needs a latency table (--latency-table FILE)",
+        )
+    return table
+
+
 def load_latency_table(path, flag="--latency-table"):
     """The :class:`ridurre.deploy.LatencyTable` saved at ``path`` (``None`` for no path).
 
-    With a table, ``strategy.target_macs`` X becomes a measured-latency target: the run stops
-    when the table predicts ``1 / X`` times the original latency, and global ranking favours the
-    groups that save the most time per channel.
+    With a table, global ranking favours the groups that save the most time per channel, and
+    ``strategy.target_latency`` X stops the run when the table predicts ``X`` times the original
+    latency (``strategy.target_macs`` still limits the MACs).
     """
     if not path:
         return None
@@ -379,7 +394,7 @@ def prune_model(model, data, config, output_dir, progress, label="", resume=Fals
         config["strategy.method"],
         config["strategy.iterations"],
         "steps sized to reach the limits" if config.sized_steps() else f"{100 * step:.1f} % of the remaining channels",
-        _limits_text(ratio, target),
+        _limits_text(ratio, target, config["strategy.target_latency"]),
         config["strategy.finetune_epochs"],
         how,
     )
@@ -412,12 +427,14 @@ def prune_model(model, data, config, output_dir, progress, label="", resume=Fals
     )
 
 
-def _limits_text(ratio, target):
+def _limits_text(ratio, target, latency=None):
     parts = []
     if ratio is not None:
         parts.append(f"at most {100 * ratio:.0f} % of the channels")
     if target is not None:
         parts.append(f"keep about {100 * target:.0f} % of the MACs ({1 / target:.2f}x fewer)")
+    if latency is not None:
+        parts.append(f"keep about {100 * latency:.0f} % of the predicted latency ({1 / latency:.2f}x faster)")
     return ", ".join(parts)
 
 
@@ -493,7 +510,7 @@ def _validated_inputs(config, custom_objects=None):
         config["data.source"], config["data.normalize"], config["data.validation_split"], config["strategy.seed"]
     )
     check_data_fits(model, data)
-    load_latency_table(config["strategy.latency_table"])  # a bad table is bad input: before any write
+    configured_latency_table(config)  # a bad table is bad input: before any write
     try:
         _graph.check_model(model)
     except TypeError as exc:

@@ -146,6 +146,7 @@ def build_summary(
         "limits": {
             "ratio": ratio,
             "target_macs": target,
+            "target_latency": config["strategy.target_latency"],
             "step": step,
             "sized_steps": config.sized_steps(),
             "iterations": config["strategy.iterations"],
@@ -341,6 +342,8 @@ def render_report(summary):
         target.append(f"at most {100 * lim['ratio']:.0f} % of the prunable channels")
     if lim.get("target_macs") is not None:
         target.append(f"at most about {100 * lim['target_macs']:.1f} % of the original MACs")
+    if lim.get("target_latency") is not None:
+        target.append(f"at most about {100 * lim['target_latency']:.1f} % of the latency the latency table predicts")
     data = summary["data"]
     lines += [
         f"- **Model**: `{summary['model'].get('path') or summary['model']['name']}`",

@@ -434,10 +434,23 @@ def test_a_saved_latency_table_drives_ridurre_prune(capsys, tmp_path, model_file
     table_file.write_text(json.dumps(table))
     out = tmp_path / "run"
     prune = ["prune", "--model", model_file, "--latency-table", str(table_file), "--ranking", "global"]
-    prune += ["--target-macs", "0.8", "--iterations", "2", "--finetune-epochs", "0", "--exclude", "predictions"]
-    assert main(PROGRESS_OFF + [*prune, "--runtimes", "keras", "--output", str(out)]) == 0, capsys.readouterr().err
+    prune += ["--iterations", "2", "--finetune-epochs", "0", "--exclude", "predictions", "--runtimes", "keras"]
+    assert main(PROGRESS_OFF + [*prune, "--target-latency", "0.8", "--output", str(out)]) == 0, capsys.readouterr().err
     saved = json.load(open(out / "config.json"))
     assert saved["strategy"]["latency_table"] == str(table_file)
+    met = json.load(open(out / "reports" / "summary.json"))["limits"]["met"]
+    assert set(met) == {"latency"} and met["latency"]["limit"] == pytest.approx(0.2), met
+    assert "80.0 % of the latency the latency table predicts" in (out / "reports" / "report.md").read_text()
+    # with a table, --target-macs still limits the MACs (the table only ranks the groups)
+    by_macs = tmp_path / "by_macs"
+    assert main(PROGRESS_OFF + [*prune, "--target-macs", "0.8", "--output", str(by_macs)]) == 0
+    met = json.load(open(by_macs / "reports" / "summary.json"))["limits"]["met"]
+    assert set(met) == {"macs"} and met["macs"]["limit"] == pytest.approx(0.2), met
+    capsys.readouterr()
+    no_table = ["prune", "--model", model_file, "--target-latency", "0.5", "--output", str(tmp_path / "r3")]
+    assert main(no_table) == 2
+    assert "--target-latency) needs a latency table" in capsys.readouterr().err
+    assert not (tmp_path / "r3").exists()
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     assert main(["prune", "--model", model_file, "--latency-table", str(bad), "--output", str(tmp_path / "r2")]) == 2

@@ -33,6 +33,17 @@ def test_limits_for_a_macs_target_only():
     assert (1 - step) ** 4 == pytest.approx(0.5)  # MACs shrink about quadratically with width
 
 
+def test_limits_for_a_latency_target():
+    config = resolve_config(environ={}, cli={"strategy": {"target_latency": 0.5, "iterations": 2}})
+    ratio, target, step = config.limits()
+    assert ratio is None and target is None  # no default channel cap under a latency target
+    assert (1 - step) ** 4 == pytest.approx(0.5)
+    both = resolve_config(environ={}, cli={"strategy": {"target_latency": 0.5, "target_macs": 0.8}})
+    assert both.limits()[1] == 0.8 and (1 - both.limits()[2]) ** 6 == pytest.approx(0.5)  # the further one
+    with pytest.raises(ConfigError, match="strategy.target_latency"):
+        resolve_config(environ={}, cli={"strategy": {"target_latency": 1.5}})
+
+
 @pytest.mark.parametrize("name,ratio", [("conservative", 0.1), ("aggressive", 0.7)])
 def test_presets_ship_as_package_data(name, ratio):
     values = cfg.read_preset(name)
