@@ -8,6 +8,7 @@ Usage::
                                            [--batch 1] [--stop latency|macs] [--round-to-lut K]
                                            [--table lut.json] [--sizes]
     python bench/deploy_speedup.py kernels [--runtimes keras,litert,onnx]
+    python bench/deploy_speedup.py xla     [--table lut.json]
     python bench/deploy_speedup.py int8    [--epochs 12]
 
 ``speedup``: VGG16-CIFAR10 and ResNet-56 (random weights, randomized BatchNorm statistics; speed
@@ -32,6 +33,9 @@ runtime and ``--runtimes``, at batch 1, 32 and ``--batch``.
 ``kernels``: one 3x3 convolution + BatchNorm + ReLU at ResNet-56's shapes (32x32 with 8-16
 channels, 8x8 with 32-64), full width and narrower, timed in each runtime at batch 1 and 32:
 latency per MAC against the full-width layer's (1.0 = the latency falls with the MACs).
+
+``xla``: ResNet-56 at 2x fewer MACs (by MACs, and ranked by the ``--table`` of ``lut``) in
+TensorFlow with and without XLA (``jit_compile=True``), side by side at batch 1 and 32.
 
 ``int8``: prune then quantize on the digits: a small CNN trained on the bundled digits (8x8),
 pruned to 2x fewer MACs with finetuning, then exported float and int8 to LiteRT and ONNX; test
@@ -282,6 +286,35 @@ def _kernels(args):
         )
 
 
+def _xla(args):
+    """ResNet-56 at 2x fewer MACs (by MACs, and ranked by the ``--table`` latency table) in
+    TensorFlow with and without XLA (``jit_compile=True``), side by side."""
+    model = _model("resnet56")
+    models = {"original": model, "by MACs (local)": _prune(model, args.target)}
+    if args.table:
+        table = LatencyTable.load(args.table)
+        models["ranked by the table"] = _prune(model, args.target, table=table, stop="macs")
+    runners = {}
+    for name, m in models.items():
+        runners[(name, "tensorflow")] = keras_runner(m)
+        jit = keras.models.clone_model(m)
+        jit.set_weights(m.get_weights())
+        jit.compile(jit_compile=True)
+        runners[(name, "tensorflow + XLA")] = keras_runner(jit)
+    timed = measure_runners(runners, (32, 32, 3), batch_sizes=(1, 32), rounds=args.rounds, budget=args.budget)
+    macs0 = model_stats(model).total_macs
+    print("| model | MACs fewer | runtime | batch | median ms | speed-up | speed-up / MACs reduction |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for (name, runtime), by_batch in timed.items():
+        reduction = macs0 / model_stats(models[name]).total_macs
+        for batch, result in by_batch.items():
+            speed = timed[("original", runtime)][batch].median_ms / result.median_ms
+            print(
+                f"| {name} | {reduction:.2f}x | {runtime} | {batch} | {result.median_ms:.2f} ± "
+                f"{result.spread_ms:.2f} | {speed:.2f}x | {speed / reduction:.2f} |"
+            )
+
+
 def _int8(args):
     from helpers import compile_classifier
 
@@ -357,7 +390,7 @@ def _int8(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=("speedup", "lut", "kernels", "int8"))
+    parser.add_argument("part", choices=("speedup", "lut", "kernels", "xla", "int8"))
     parser.add_argument("--models", default="vgg16,resnet56")
     parser.add_argument("--speedups", default="2,3")
     parser.add_argument("--runtime", default="litert")
@@ -379,7 +412,7 @@ def main():
     args = parser.parse_args()
     _header(args)
     started = time.perf_counter()
-    {"speedup": _speedup, "lut": _lut, "kernels": _kernels, "int8": _int8}[args.part](args)
+    {"speedup": _speedup, "lut": _lut, "kernels": _kernels, "xla": _xla, "int8": _int8}[args.part](args)
     print(f"\n{time.perf_counter() - started:.0f} s in all, {_load()} at the end")
 
 
