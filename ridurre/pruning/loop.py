@@ -124,10 +124,11 @@ class BasePruning(_RunDirectory, _LimitSizing, _AccuracyGuard, _ChannelRanking, 
             weights, ``"activation_mean"`` by its mean contribution to the attention output.
         head_criterion_options: arguments of the head criterion (``{"data": x}``).
         latency_table: a measured :class:`ridurre.deploy.LatencyTable` of the original model in
-            the runtime you deploy to. Global ranking then divides each channel's (normalized)
-            score by its group's relative time saved per channel, so groups that cost time go
-            first, and ``target_speedup`` limits the latency the table predicts instead of the
-            MACs.
+            the runtime you deploy to. Global (and isomorphic) ranking then divides each
+            channel's (normalized) score by its group's relative time saved per channel, so
+            groups that cost time go first (local ranking ignores it, with a warning), and
+            ``target_speedup`` limits the latency the table predicts instead of the MACs
+            (``max_macs_reduction`` still limits the MACs).
         max_metric_drop: accuracy-aware pruning: a step whose metric after finetuning falls more
             than this below the unpruned model's (``baseline_metric``, by default
             ``evaluate_fn(model)``) is undone (``history`` keeps it, ``rolled_back=True``); then
@@ -247,6 +248,13 @@ class BasePruning(_RunDirectory, _LimitSizing, _AccuracyGuard, _ChannelRanking, 
         if ranking not in RANKINGS:
             raise ValueError(f"ranking must be one of {RANKINGS}, got {ranking!r}")
         self._ranking = ranking
+        if latency_table is not None and ranking == "local":
+            warnings.warn(
+                "latency_table ranks channels only with ranking='global' or 'isomorphic'; with ranking='local' "
+                "every group loses the same share and the table only predicts the latency for target_speedup",
+                UserWarning,
+                stacklevel=2,
+            )
         self._seed = check_int(seed, "seed", 0)
         self._output_dir = None if output_dir is None else os.fspath(output_dir)
         self._resume = bool(resume)
