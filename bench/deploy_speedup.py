@@ -9,6 +9,7 @@ Usage::
                                            [--table lut.json] [--sizes]
     python bench/deploy_speedup.py kernels [--runtimes keras,litert,onnx]
     python bench/deploy_speedup.py xla     [--table lut.json]
+    python bench/deploy_speedup.py depth   [--runtimes keras,litert,onnx]
     python bench/deploy_speedup.py int8    [--epochs 12]
 
 ``speedup``: VGG16-CIFAR10 and ResNet-56 (random weights, randomized BatchNorm statistics; speed
@@ -36,6 +37,11 @@ latency per MAC against the full-width layer's (1.0 = the latency falls with the
 
 ``xla``: ResNet-56 at 2x fewer MACs (by MACs, and ranked by the ``--table`` of ``lut``) in
 TensorFlow with and without XLA (``jit_compile=True``), side by side at batch 1 and 32.
+
+``depth``: ResNet-56 pruned to ``--target`` (2) fewer MACs by removing residual blocks
+(``ridurre.surgery.prune_branches``, which stops short of the target rather than cross it, then
+L1 channels for the rest) and by channels alone (L1, local), beside ResNet-32 and ResNet-26
+(the same stages with 5 and 4 blocks instead of 9), in every runtime at batch 1 and 32.
 
 ``int8``: prune then quantize on the digits: a small CNN trained on the bundled digits (8x8),
 pruned to 2x fewer MACs with finetuning, then exported float and int8 to LiteRT and ONNX; test
@@ -70,6 +76,7 @@ from ridurre.deploy import LatencyTable, choose_round_to, export, load_runtime, 
 from ridurre.graph import trace_model  # noqa: E402
 from ridurre.metrics import keras_runner, measure_runners, model_stats  # noqa: E402
 from ridurre.pruning import Pruner  # noqa: E402
+from ridurre.surgery import prune_branches  # noqa: E402
 from ridurre.zoo.models import resnet_cifar, small_cnn, vgg16_cifar10  # noqa: E402
 
 
@@ -315,6 +322,37 @@ def _xla(args):
             )
 
 
+def _depth(args):
+    """ResNet-56 at about 2x fewer MACs by blocks (``prune_branches``) and by channels (L1), and
+    the same family with fewer blocks per stage (ResNet-32: 5, ResNet-26: 4, instead of 9)."""
+    runtimes = tuple(args.runtimes.split(","))
+    model = _model("resnet56")
+    by_blocks, removed = prune_branches(model, target_macs=1.0 / args.target)
+    print(f"prune_branches removed {len(removed)} blocks: {', '.join(b.merge for b in removed)}\n")
+    so_far = model_stats(model).total_macs / model_stats(by_blocks).total_macs
+    models = {
+        "resnet56": model,
+        "channels (L1, local)": _prune(model, args.target),
+        "blocks (prune_branches)": by_blocks,
+        "blocks, then channels (L1) to the target": _prune(by_blocks, args.target / so_far),
+        **{f"resnet{d}": randomize_weights(resnet_cifar(d), seed=0) for d in (32, 26)},
+    }
+    latency, _ = measure_deployed(models, runtimes, batch_sizes=(1, 32), rounds=args.rounds, budget=args.budget)
+    macs0 = model_stats(model).total_macs
+    print("| model | MACs fewer | runtime | batch | median ms | speed-up | speed-up / MACs reduction |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for name, m in models.items():
+        reduction = macs0 / model_stats(m).total_macs
+        for runtime in runtimes:
+            for batch in (1, 32):
+                timed = latency[name][runtime][batch]
+                speed = latency["resnet56"][runtime][batch].median_ms / timed.median_ms
+                print(
+                    f"| {name} | {reduction:.2f}x | {runtime} | {batch} | {timed.median_ms:.2f} ± "
+                    f"{timed.spread_ms:.2f} | {speed:.2f}x | {speed / reduction:.2f} |"
+                )
+
+
 def _int8(args):
     from helpers import compile_classifier
 
@@ -390,7 +428,7 @@ def _int8(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=("speedup", "lut", "kernels", "xla", "int8"))
+    parser.add_argument("part", choices=("speedup", "lut", "kernels", "xla", "depth", "int8"))  # see main()
     parser.add_argument("--models", default="vgg16,resnet56")
     parser.add_argument("--speedups", default="2,3")
     parser.add_argument("--runtime", default="litert")
@@ -412,7 +450,8 @@ def main():
     args = parser.parse_args()
     _header(args)
     started = time.perf_counter()
-    {"speedup": _speedup, "lut": _lut, "kernels": _kernels, "xla": _xla, "int8": _int8}[args.part](args)
+    parts = {"speedup": _speedup, "lut": _lut, "kernels": _kernels, "xla": _xla, "depth": _depth, "int8": _int8}
+    parts[args.part](args)
     print(f"\n{time.perf_counter() - started:.0f} s in all, {_load()} at the end")
 
 

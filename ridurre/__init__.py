@@ -25,6 +25,9 @@ _EXPORTS = {
     "delete_layer": "ridurre.surgery:delete_layer",
     "insert_layer": "ridurre.surgery:insert_layer",
     "replace_layer": "ridurre.surgery:replace_layer",
+    "residual_branches": "ridurre.surgery:residual_branches",
+    "remove_branches": "ridurre.surgery:remove_branches",
+    "prune_branches": "ridurre.surgery:prune_branches",
     "register_rule": "ridurre.rules:register_rule",
     # the loop and its methods
     "BasePruning": "ridurre.pruning:BasePruning",

@@ -1,6 +1,7 @@
 """Layers that inlining puts in a recorded graph where a composite's call computes something
-from the unknown batch or sequence size (see :mod:`ridurre.graph.inline`), and savable,
-prunable stand-ins for keras-hub layers (:mod:`ridurre.graph.standins`). They are registered
+from the unknown batch or sequence size (see :mod:`ridurre.graph.inline`), savable, prunable
+stand-ins for keras-hub layers (:mod:`ridurre.graph.standins`), and the per-channel offset that
+takes a removed residual branch's place (:mod:`ridurre.surgery.branches`). They are registered
 with Keras as ``ridurre>...``: a saved model holding one loads once ``ridurre.graph`` is imported
 (or with ``ridurre.zoo.keras_hub.custom_objects()``).
 """
@@ -11,7 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["CausalMask", "RotaryEmbedding"]
+__all__ = ["CausalMask", "ChannelOffset", "RotaryEmbedding"]
 
 
 @keras.saving.register_keras_serializable(package="ridurre")
@@ -49,6 +50,32 @@ class CausalMask(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mask_dtype": self.mask_dtype}
+
+
+@keras.saving.register_keras_serializable(package="ridurre")
+class ChannelOffset(keras.layers.Layer):
+    """Adds a learned constant per channel (last axis): ``x + offset``. What a removed residual
+    branch leaves behind (its output once its last convolution's input is zeroed); the channel
+    rule slices ``offset`` with the channels and zeroes it for zeroed channels.
+
+    Example:
+        >>> import numpy as np
+        >>> layer = ChannelOffset()
+        >>> layer.build((None, 3))
+        >>> layer.set_weights([np.array([1.0, 2.0, 3.0], "float32")])
+        >>> np.asarray(layer(np.zeros((2, 3), "float32"))).tolist()
+        [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]
+    """
+
+    def build(self, input_shape):
+        self.offset = self.add_weight(shape=(input_shape[-1],), initializer="zeros", name="offset")
+        self.built = True
+
+    def call(self, x):
+        return x + ops.cast(self.offset, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
 
 @keras.saving.register_keras_serializable(package="ridurre")

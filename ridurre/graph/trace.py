@@ -225,7 +225,7 @@ class Trace:
         self.sources = []  # (path, layer_id, units)
         self.source_kinds = {}  # path -> kind of units (rules.UNIT_KINDS)
         self.internal_sources = {}  # path of internal units -> (path of their layer, internal name)
-        self.edits = edits or {}  # id(layer) -> ("delete" | "insert" | "replace", new_layer)
+        self.edits = edits or {}  # id(layer) -> ("delete" | "insert" | "replace" | "bypass", new_layer)
         self._source_units = {}
         functional = check_model(model)
         in_layouts = []
@@ -281,6 +281,8 @@ class Trace:
             kind, new_layer = edit
             if kind == "delete":
                 return in_layouts
+            if kind == "bypass":  # a merge replaced by one of its inputs (plus a constant)
+                return [in_layouts[1 - new_layer[0]]]
             if kind == "insert":
                 in_layouts = self._apply_rule(
                     new_layer, f"{path}<inserted {new_layer.name}>", in_layouts, in_shapes, in_shapes, None
@@ -561,7 +563,8 @@ def trace_model(model: keras.Model, edits: dict | None = None, rules=None) -> Tr
 
     Args:
         model: a built Functional or Sequential model.
-        edits: ``{id(layer): ("delete" | "insert" | "replace", new layer)}`` (the surgeon's jobs).
+        edits: ``{id(layer): ("delete" | "insert" | "replace", new layer)}`` (the surgeon's jobs;
+            ``("bypass", (branch index, per-channel offset or None))`` for a removed residual branch).
         rules: extra rules for this trace (a :class:`ridurre.rules.RuleSet` or a
             ``{layer class: rule}`` dict), consulted before the global registry.
     """

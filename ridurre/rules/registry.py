@@ -342,6 +342,9 @@ def _registered_name(cls) -> str | None:
 _CLASS_PATH_RULES: dict[str, LayerRule] = {
     **KERAS_HUB_RULES,
     "ridurre.graph.layers.CausalMask": SequenceMaskRule(),
+    "ridurre.graph.layers.ChannelOffset": PassThroughRule(
+        per_channel_weights=("offset",), zero_to={"offset": 0.0}, saved_weights=(("offset", None),)
+    ),
     "ridurre.graph.layers.RotaryEmbedding": RotaryRule(),
 }
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ridurre import _compat
 from ridurre.graph import layer_weights, set_layer_weights, weight_names
+from ridurre.graph.layers import ChannelOffset
 from ridurre.rules import ConfigView, UnitMasks
 from ridurre.rules.keras_hub import DERIVED_CONFIG_KEYS, class_path
 
@@ -203,7 +204,9 @@ def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
     Args:
         model: the original model (not modified).
         plans: the output of :func:`plan_layers` (a dict's weights are consumed).
-        edits: ``{id(layer): ("delete" | "insert" | "replace", new layer)}``.
+        edits: ``{id(layer): ("delete" | "insert" | "replace", new layer)}``, or
+            ``("bypass", (branch index, per-channel offset or None))`` for a merge replaced by its
+            other input (see :meth:`Surgeon.bypass_merge`).
 
     Returns:
         The new model.
@@ -244,6 +247,10 @@ def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
         new_layers[id(layer)] = new
         if edit and edit[0] == "insert":
             new_layers[("insert", id(layer))] = build(edit[1])
+        if edit and edit[0] == "bypass" and edit[1][1] is not None:
+            offset = ChannelOffset(name=f"{layer.name}_offset")
+            pending[id(offset)] = (offset, {"offset": np.array(edit[1][1], dtype="float32")})
+            new_layers[("bypass", id(layer))] = offset
         return new
 
     old_of = {}
@@ -258,6 +265,14 @@ def rebuild(model: keras.Model, plans: dict, edits: dict) -> keras.Model:
         edit = edits.get(id(old)) if old is not None else None
         if edit and edit[0] == "delete":
             return args[0]
+        if edit and edit[0] == "bypass":  # the branch's layers are then unused and left out
+            kept = args[0][1 - edit[1][0]]
+            offset = new_layers.get(("bypass", id(old)))
+            if offset is None:
+                return kept
+            outputs = offset(kept)
+            set_pending(offset)
+            return outputs
         if edit and edit[0] == "insert":
             args = (new_layers[("insert", id(old))](args[0]),) + args[1:]
         if edit and edit[0] == "replace":

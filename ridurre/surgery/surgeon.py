@@ -168,6 +168,32 @@ class Surgeon:
             raise ValueError(f"cannot delete channels of group {group.producers[0]!r}: {group.reason}")
         self._unit_deletes.append(group.roots[idx])
 
+    def bypass_merge(self, layer: keras.layers.Layer | str, branch: int, offset=None) -> None:
+        """Queue replacing a two-input ``Add`` by its other input (plus ``offset``): the layers that
+        fed only input ``branch`` leave the model. :func:`ridurre.surgery.remove_branches` is the
+        checked way to use it (it computes the ``offset`` that keeps the surgery exact).
+
+        Args:
+            layer: the ``Add`` layer (or its name), called once.
+            branch: 0 or 1, the input removed.
+            offset: ``None``, or a per-channel constant (1-D array) added to the kept input by a
+                :class:`ridurre.graph.layers.ChannelOffset` named ``"<layer>_offset"``.
+        """
+        layer = _graph.resolve_layer(self.model, layer)
+        calls = _compat.layer_calls(layer)
+        if not isinstance(layer, keras.layers.Add) or len(calls) != 1 or len(calls[0].inputs) != 2:
+            raise ValueError(f"bypass_merge: layer {layer.name!r} must be an Add called once on two inputs")
+        if branch not in (0, 1) or isinstance(branch, bool):
+            raise ValueError(f"bypass_merge: branch must be 0 or 1, got {branch!r}")
+        if id(layer) in self._edits:
+            raise ValueError(f"layer {layer.name!r} already has a {self._edits[id(layer)][0]!r} job")
+        if offset is not None:
+            offset = np.asarray(offset, dtype="float32")
+            width = calls[0].inputs[1 - branch].shape[-1]
+            if offset.shape != (width,):
+                raise ValueError(f"bypass_merge: offset must have shape ({width},), got {offset.shape}")
+        self._edits[id(layer)] = ("bypass", (int(branch), offset))
+
     @staticmethod
     def _check_deletable(layer):
         for call in _compat.layer_calls(layer):
