@@ -84,8 +84,9 @@ def residual_branches(model: keras.Model) -> list[ResidualBranch]:
 
     A merge whose two inputs are both branches (nothing passes through unchanged) lists both;
     :func:`remove_branches` removes at most one of them. Shared layers, nested models, merges of
-    more than two inputs and branches whose removal would not leave a per-channel constant (a
-    layer after the last convolution that depends on the position) are left out.
+    more than two inputs or of two shapes (a broadcast), and branches whose removal would not
+    leave a per-channel constant (a layer after the last convolution that depends on the
+    position) are left out.
 
     Example:
         >>> import keras
@@ -108,6 +109,9 @@ def residual_branches(model: keras.Model) -> list[ResidualBranch]:
     for layer in model.layers:
         calls = _compat.layer_calls(layer)
         if not isinstance(layer, keras.layers.Add) or len(calls) != 1 or len(calls[0].inputs) != 2:
+            continue
+        shapes = [tuple(t.shape) for t in calls[0].inputs]
+        if shapes[0] != shapes[1]:  # a broadcast: the kept input alone would have another shape
             continue
         for index, tensor in enumerate(calls[0].inputs):
             chain = _exclusive_chain(tensor, consumers, model)

@@ -3,7 +3,10 @@
 import keras
 import numpy as np
 import pytest
+from fuzz_graphs import KINDS, _conv, _dense, _input_shape
 from helpers import randomize_weights
+from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import strategies as st
 
 from ridurre.graph.layers import ChannelOffset
 from ridurre.metrics import model_stats
@@ -190,3 +193,61 @@ def test_a_model_without_blocks_exports_and_matches(tmp_path, resnet20):
     assert any(layer.__class__ is ChannelOffset for layer in pruned.layers)
     result = export(pruned, tmp_path / "pruned.onnx", "onnx")  # verified against Keras on sample inputs
     assert result.verification["kind"] == "outputs" and result.verification["max_abs_error"] < 1e-4
+
+
+def _residual_graph(draw):
+    """A stem, then 1-3 blocks ``h + chain(h)``: each chain starts with a convolution (or Dense)
+    and goes on with 0-3 layers drawn from the surgeon fuzzer's kinds, then maybe a 1x1
+    convolution back to ``h``'s channels; a chain whose output does not match ``h`` is not added."""
+    x = keras.Input(_input_shape(draw))
+    h = (_conv() if len(x.shape) >= 3 else _dense)(draw, x)
+    steps = []
+    for _ in range(draw(st.integers(1, 3))):
+        y = (_conv() if len(h.shape) >= 3 else _dense)(draw, h)
+        names = ["mix"]
+        for _ in range(draw(st.integers(0, 3))):
+            usable = [k for k in KINDS if k.arity == 1 and k.accepts(tuple(y.shape[1:]))]
+            kind = draw(st.sampled_from(usable))
+            try:
+                y = kind.build(draw, y)
+            except (ValueError, TypeError):  # a kind that does not fit after all: leave it out
+                continue
+            names.append(kind.name)
+            if not isinstance(y, keras.KerasTensor) or any(d is None for d in y.shape[1:]):
+                break
+        if isinstance(y, keras.KerasTensor) and tuple(y.shape[1:-1]) == tuple(h.shape[1:-1]) and y.dtype == h.dtype:
+            if y.shape[-1] != h.shape[-1]:
+                cls = getattr(keras.layers, f"Conv{len(h.shape) - 2}D") if len(h.shape) >= 3 else None
+                y = cls(h.shape[-1], 1)(y) if cls else keras.layers.Dense(h.shape[-1])(y)
+                names.append("match")
+            h = keras.layers.Add()([h, y])
+            steps.append(names)
+    return keras.Model(x, h), steps
+
+
+@pytest.mark.slow
+@settings(max_examples=200, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_removed_equals_zeroed_on_random_graphs(data):
+    """Random residual graphs: every branch found comes off exactly (pruned == zeroed)."""
+    model, steps = _residual_graph(data.draw)
+    note(f"blocks: {steps}")
+    model = randomize_weights(model, seed=data.draw(st.integers(0, 1000)))
+    branches = residual_branches(model)
+    event(f"{min(len(branches), 3)}{'+' if len(branches) > 3 else ''} branch(es) of {len(steps)} block(s)")
+    chosen, merges = [], set()
+    for branch in branches:
+        if branch.merge not in merges and data.draw(st.booleans()):
+            chosen.append(branch)
+            merges.add(branch.merge)
+    if not chosen:
+        return
+    note(f"removed: {[(b.merge, b.index, b.layers) for b in chosen]}")
+    pruned = remove_branches(model, chosen)
+    xs = np.random.default_rng(0).normal(size=(2, *model.input_shape[1:])).astype("float32")
+    got = keras.ops.convert_to_numpy(pruned(xs, training=False))
+    want = keras.ops.convert_to_numpy(_zeroed_reference(model, chosen)(xs, training=False))
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(np.isfinite(got), finite)
+    scale = max(1.0, float(np.abs(want[finite]).max())) if finite.any() else 1.0
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-4 * scale)
