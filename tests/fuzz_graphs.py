@@ -155,6 +155,14 @@ def _merge(cls):
     return lambda draw, x, y: getattr(L, cls)()([x, y])
 
 
+def _rescaling(draw, x):
+    """A scalar offset, or a scale and offset per channel (sliced with the channels)."""
+    if draw(st.booleans()):
+        return L.Rescaling(0.5, offset=draw(st.sampled_from([0.0, 1.0])))(x)
+    c = _channels(x)
+    return L.Rescaling(np.linspace(0.5, 1.5, c).astype("float32"), offset=np.arange(c, dtype="float32"))(x)
+
+
 def _concatenate(draw, x, y):
     """On the channel axis, or (same shapes) on the first spatial axis, where it couples like Add."""
     axis = -1
@@ -199,7 +207,7 @@ KINDS = [
     Kind("PReLU", any_rank, lambda draw, x: L.PReLU()(x)),
     Kind("Activation", any_rank, lambda draw, x: L.Activation(draw(st.sampled_from(["relu", "tanh", "softmax"])))(x)),
     Kind("Softmax", rank(3, 4, 5), lambda draw, x: L.Softmax(axis=draw(st.sampled_from([1, -1])))(x)),
-    Kind("Rescaling", any_rank, lambda draw, x: L.Rescaling(0.5, offset=draw(st.sampled_from([0.0, 1.0])))(x)),
+    Kind("Rescaling", any_rank, _rescaling),
     # regularization and identity layers (identity at inference)
     Kind("Dropout", any_rank, lambda draw, x: L.Dropout(0.3)(x), family="identity"),
     Kind("SpatialDropout1D", rank(3), lambda draw, x: L.SpatialDropout1D(0.3)(x), family="identity"),

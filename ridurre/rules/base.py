@@ -56,6 +56,7 @@ __all__ = [
     "Unsupported",
     "LayerRule",
     "PassThroughRule",
+    "RescalingRule",
     "ConfigView",
     "UnitMasks",
     "COST_KINDS",
@@ -393,3 +394,32 @@ class PassThroughRule(LayerRule):
         if self.cost == "activation" and type(layer).__name__ == "Activation" and not fused_activation(layer):
             return 0  # Activation("linear")
         return super().other_ops(layer, in_shapes, out_shapes)
+
+
+class RescalingRule(PassThroughRule):
+    """``Rescaling``: channels pass through; a ``scale`` or ``offset`` given per channel (an array
+    whose last axis is the channel axis, as Keras serializes it) is sliced with the channels.
+
+    Example:
+        >>> import numpy as np
+        >>> offset = {"class_name": "__numpy__", "config": {"value": [1.0, 2.0, 3.0], "dtype": "float32"}}
+        >>> new, _ = RescalingRule().slice(None, {"scale": 0.5, "offset": offset}, {}, None, np.array([1, 0, 1], bool))
+        >>> new["scale"], new["offset"]["config"]["value"]
+        (0.5, [1.0, 3.0])
+    """
+
+    def slice(self, layer, config, weights, in_keep, out_keep):
+        if out_keep is None:
+            return config, weights
+        config = dict(config)
+        for key in ("scale", "offset"):
+            value = config.get(key)
+            serialized = isinstance(value, dict) and value.get("class_name") == "__numpy__"  # get_config's form
+            if serialized:
+                value = np.asarray(value["config"]["value"], dtype=value["config"].get("dtype"))
+            if isinstance(value, (np.ndarray, list, tuple)) and np.ndim(value) and np.shape(value)[-1] == len(out_keep):
+                kept = np.asarray(value)[..., out_keep]
+                if serialized:
+                    kept = {**config[key], "config": {**config[key]["config"], "value": kept.tolist()}}
+                config[key] = kept
+        return config, weights

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from ridurre import _compat
 from ridurre.rules.applications import application_rules
 from ridurre.rules.attention import GroupedQueryAttentionRule, MultiHeadAttentionRule
-from ridurre.rules.base import ConfigView, LayerRule, PassThroughRule
+from ridurre.rules.base import ConfigView, LayerRule, PassThroughRule, RescalingRule
 from ridurre.rules.conv import ConvRule, DenseRule, DepthwiseRule, EmbeddingRule, SeparableRule
 from ridurre.rules.einsum import EinsumDenseRule, EinsumOpRule
 from ridurre.rules.keras_hub import KERAS_HUB_RULES, ReversibleEmbeddingRule, RotaryRule, class_path
@@ -90,8 +90,9 @@ def _builtin_layer_rules() -> dict[str, LayerRule]:
     ):
         table[name] = free
     other = PassThroughRule()
-    for name in ("UpSampling2D", "UpSampling3D", "Rescaling"):
+    for name in ("UpSampling2D", "UpSampling3D"):
         table[name] = other
+    table["Rescaling"] = RescalingRule()
     activation = PassThroughRule(cost="activation", in_activation=True)
     for name in ("ReLU", "ELU", "LeakyReLU"):
         table[name] = activation

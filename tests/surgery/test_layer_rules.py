@@ -112,6 +112,20 @@ def test_scale_layers_of_keras_applications():
     assert pruned.get_layer("dw2").filters == 12 and pruned.get_layer("dw2").groups == 6
 
 
+def test_rescaling_per_channel_is_sliced_with_the_channels(tmp_path):
+    x = keras.Input((5, 5, 2))
+    h = L.Conv2D(4, 3, padding="same", name="stem")(x)
+    h = L.Rescaling(np.array([0.5, 1.0, 1.5, 2.0], "float32"), offset=np.arange(4, dtype="float32"), name="rs")(h)
+    model = randomize_weights(keras.Model(x, L.Conv2D(3, 1, name="head")(h)))
+    pruned = delete_channels(model, "stem", [1, 2])
+    assert np.asarray(pruned.get_layer("rs").offset).tolist() == [0.0, 3.0]
+    assert np.asarray(pruned.get_layer("rs").scale).tolist() == [0.5, 2.0]
+    xs = random_inputs(model, np.random.default_rng(0))
+    assert_close(predict(pruned, xs), predict(zero_channels(model, "stem", [1, 2]), xs))
+    pruned.save(tmp_path / "p.keras")
+    assert_close(predict(keras.saving.load_model(tmp_path / "p.keras"), xs), predict(pruned, xs))
+
+
 def test_raw_ops_split_on_the_channel_axis():
     x = keras.Input((4, 4, 2))
     h = L.Conv2D(8, 1, name="c")(x)
