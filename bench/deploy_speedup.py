@@ -10,6 +10,7 @@ Usage::
     python bench/deploy_speedup.py kernels [--runtimes keras,litert,onnx]
     python bench/deploy_speedup.py xla     [--table lut.json]
     python bench/deploy_speedup.py depth   [--runtimes keras,litert,onnx]
+    python bench/deploy_speedup.py depth_digits [--epochs 12]
     python bench/deploy_speedup.py int8    [--epochs 12]
 
 ``speedup``: VGG16-CIFAR10 and ResNet-56 (random weights, randomized BatchNorm statistics; speed
@@ -42,6 +43,10 @@ TensorFlow with and without XLA (``jit_compile=True``), side by side at batch 1 
 (``ridurre.surgery.prune_branches``, which stops short of the target rather than cross it, then
 L1 channels for the rest) and by channels alone (L1, local), beside ResNet-32 and ResNet-26
 (the same stages with 5 and 4 blocks instead of 9), in every runtime at batch 1 and 32.
+
+``depth_digits``: what depth pruning costs in accuracy: a ResNet-20 trained on the bundled digits
+(upsampled to 16x16), pruned to ``--target`` fewer MACs by L1 channels alone and by blocks (data
+score) then channels, each finetuned (2 epochs per step), then both trained ``--epochs`` more.
 
 ``int8``: prune then quantize on the digits: a small CNN trained on the bundled digits (8x8),
 pruned to 2x fewer MACs with finetuning, then exported float and int8 to LiteRT and ONNX; test
@@ -353,6 +358,58 @@ def _depth(args):
                 )
 
 
+def _depth_digits(args):
+    """Accuracy of depth pruning: a ResNet-20 trained on the bundled digits (upsampled to 16x16),
+    pruned to ``--target`` fewer MACs by channels alone and by blocks then channels, both
+    finetuned the same number of epochs."""
+    from helpers import compile_classifier
+
+    from ridurre.zoo.datasets import load_digits
+
+    data = load_digits(seed=0, size=16)
+    keras.utils.set_random_seed(0)
+    model = resnet_cifar(20, input_shape=data.x_train.shape[1:])
+    compile_classifier(model)
+    model.fit(data.x_train, data.y_train, epochs=args.epochs, batch_size=32, verbose=0)
+
+    def finetune(m, initial_epoch, end_epoch):
+        return m.fit(data.x_train, data.y_train, initial_epoch=initial_epoch, epochs=end_epoch, verbose=0)
+
+    def channels(m, speedup, epochs=2):
+        pruner = Pruner(
+            "l1",
+            compile_classifier,
+            finetune,
+            epochs,
+            pruning_factor=0.2,
+            target_speedup=speedup,
+            maximum_pruning_percent=None,
+            maximum_prune_iterations=8,
+            exclude=["predictions"],
+        )
+        return pruner.run_pruning(m)[0]
+
+    def accuracy(m):
+        return float(np.mean(m.predict(data.x_test, verbose=0).argmax(1) == data.y_test))
+
+    macs0 = model_stats(model).total_macs
+    by_channels = channels(model, args.target)
+    blocks, removed = prune_branches(model, target_macs=1.0 / args.target, data=data.x_train[:256])
+    compile_classifier(blocks)
+    blocks.fit(data.x_train, data.y_train, epochs=2, batch_size=32, verbose=0)
+    so_far = macs0 / model_stats(blocks).total_macs
+    both = channels(blocks, args.target / so_far) if so_far < args.target * 0.99 else blocks
+    print(f"ResNet-20 on the digits (16x16), {args.epochs} epochs; {len(removed)} of 9 blocks removed\n")
+    print(f"| model | MACs fewer | test accuracy | after {args.epochs} more epochs |\n|---|---:|---:|---:|")
+    for name, m in (("original", model), ("channels (L1)", by_channels), ("blocks, then channels", both)):
+        before = accuracy(m)
+        if m is not model:
+            compile_classifier(m)
+            m.fit(data.x_train, data.y_train, epochs=args.epochs, batch_size=32, verbose=0)
+        after = "" if m is model else f"{100 * accuracy(m):.2f} %"
+        print(f"| {name} | {macs0 / model_stats(m).total_macs:.2f}x | {100 * before:.2f} % | {after} |")
+
+
 def _int8(args):
     from helpers import compile_classifier
 
@@ -426,9 +483,20 @@ def _int8(args):
         )
 
 
+PARTS = {
+    "speedup": _speedup,
+    "lut": _lut,
+    "kernels": _kernels,
+    "xla": _xla,
+    "depth": _depth,
+    "depth_digits": _depth_digits,
+    "int8": _int8,
+}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=("speedup", "lut", "kernels", "xla", "depth", "int8"))  # see main()
+    parser.add_argument("part", choices=PARTS)
     parser.add_argument("--models", default="vgg16,resnet56")
     parser.add_argument("--speedups", default="2,3")
     parser.add_argument("--runtime", default="litert")
@@ -450,8 +518,7 @@ def main():
     args = parser.parse_args()
     _header(args)
     started = time.perf_counter()
-    parts = {"speedup": _speedup, "lut": _lut, "kernels": _kernels, "xla": _xla, "depth": _depth, "int8": _int8}
-    parts[args.part](args)
+    PARTS[args.part](args)
     print(f"\n{time.perf_counter() - started:.0f} s in all, {_load()} at the end")
 
 

@@ -116,6 +116,16 @@ PRUNE_OPTIONS = [
         dict(type=float, metavar="X", help="keep about X of the original MACs, in (0, 1): 0.5 = 2x fewer"),
     ),
     (
+        ("--blocks",),
+        "strategy.blocks",
+        dict(
+            type=float,
+            metavar="X",
+            help="first remove whole residual blocks (those that change their merge's output least on the data) "
+            "until about X of the MACs remain, in (0, 1), then prune channels to --target-macs",
+        ),
+    ),
+    (
         ("--target-latency",),
         "strategy.target_latency",
         dict(

@@ -106,6 +106,8 @@ class PruneRun:
         original: the model given (never modified).
         sparse: what sparse training before pruning did (``None`` without it): method, epochs,
             strength and the validation accuracy after it.
+        blocks: the residual blocks removed before the channels (``None`` without
+            ``strategy.blocks``): their merges' names and the MACs before and after.
         pruned: the pruned and finetuned model.
         pruner: the :class:`~ridurre.pruning.BasePruning` that ran (its ``history``).
         seconds: wall time of the loop.
@@ -125,6 +127,7 @@ class PruneRun:
     val_before: float | None
     compile: str
     sparse: dict | None = None
+    blocks: dict | None = None
 
 
 def _targets(loss, y, num_outputs):
@@ -193,12 +196,15 @@ def make_pruner(
     baseline_metric=None,
     model=None,
     resume=False,
+    macs_scale=1.0,
 ):
     """The :class:`~ridurre.pruning.Pruner` a :class:`~ridurre.app.config.Config` describes.
 
     ``strategy.method`` names the criterion (any name of :mod:`ridurre.criteria`),
     ``strategy.ratio`` becomes ``maximum_pruning_percent``, ``strategy.target_macs`` X becomes
-    ``max_macs_reduction = 1 - X``, ``strategy.target_latency`` X (with ``strategy.latency_table``)
+    ``max_macs_reduction = 1 - X * macs_scale`` (``macs_scale``: the original model's MACs over those
+    of the model the loop starts from, when residual blocks were removed first),
+    ``strategy.target_latency`` X (with ``strategy.latency_table``)
     ``target_speedup = 1 / X`` measured by the table, and ``strategy.step`` the share of each group removed per
     iteration (without it the steps are sized to reach the limits in ``strategy.iterations``
     iterations); ``strategy.head_ratio`` becomes the per-iteration
@@ -230,7 +236,7 @@ def make_pruner(
             criterion_options=options,
             maximum_prune_iterations=config["strategy.iterations"],
             maximum_pruning_percent=ratio,
-            max_macs_reduction=None if target is None else 1.0 - target,
+            max_macs_reduction=None if target is None else 1.0 - target * macs_scale,
             target_speedup=None if latency_target is None else 1.0 / latency_target,
             latency_table=table,
             layers=config["layers.include"],
@@ -262,8 +268,28 @@ def make_pruner(
 
 def configured_latency_table(config):
     """The latency table of ``strategy.latency_table`` (``None`` without one); ``ConfigError`` for
-    a table that cannot be read or a ``strategy.target_latency`` without a table."""
+    a table that cannot be read, a ``strategy.target_latency`` without a table, or a
+    ``strategy.blocks`` with a table, without ``strategy.target_macs`` or at or below it."""
     table = load_latency_table(config["strategy.latency_table"])
+    blocks, target = config["strategy.blocks"], config["strategy.target_macs"]
+    if blocks is not None and table is not None:
+        raise ConfigError(
+            "strategy.blocks",
+            message="strategy.blocks (--blocks) cannot be combined with a latency table: the table was measured "
+            "on the model with all its blocks",
+        )
+    if blocks is not None and target is None:
+        raise ConfigError(
+            "strategy.blocks",
+            message="strategy.blocks (--blocks) needs strategy.target_macs (--target-macs): the blocks go first, "
+            "the channels take the rest of the way to it",
+        )
+    if blocks is not None and blocks <= target:
+        raise ConfigError(
+            "strategy.blocks",
+            message=f"strategy.blocks (--blocks {blocks:g}) must keep more MACs than strategy.target_macs "
+            f"({target:g}): the blocks go first, the channels take the rest",
+        )
     if config["strategy.target_latency"] is not None and table is None:
         raise ConfigError(
             "strategy.target_latency",
@@ -343,6 +369,39 @@ def sparse_train(model, data, config, compile_fn, progress, label=""):
     return trained, info
 
 
+def remove_blocks(model, data, config):
+    """Depth pruning before the channels: remove residual blocks of ``model`` until about
+    ``strategy.blocks`` of its MACs remain (:func:`ridurre.surgery.prune_branches`, blocks scored
+    on ``data.activation_samples`` training examples); returns ``(model, info dict)``. Nothing is
+    finetuned here: the loop's first step finetunes."""
+    from ridurre.surgery import prune_branches
+
+    started = time.perf_counter()
+    macs = model_stats(model).total_macs
+    try:
+        smaller, removed = prune_branches(
+            model, config["strategy.blocks"], data=data.x_train[: config["data.activation_samples"]]
+        )
+    except ValueError as exc:
+        raise ConfigError("strategy.blocks", message=f"strategy.blocks (--blocks): {exc}") from None
+    left = model_stats(smaller).total_macs
+    info = {
+        "removed": [b.merge for b in removed],
+        "macs_before": int(macs),
+        "macs_after": int(left),
+        "seconds": time.perf_counter() - started,
+    }
+    logger.info(
+        "Removed %d residual block(s) (%s): %s -> %s MACs (%.2fx fewer)",
+        len(removed),
+        ", ".join(info["removed"]),
+        f"{macs:,}",
+        f"{left:,}",
+        macs / left,
+    )
+    return smaller, info
+
+
 def prune_model(model, data, config, output_dir, progress, label="", resume=False):
     """Run the loop on ``model`` (never modified), writing checkpoints under ``output_dir``
     (``resume``: continue the run recorded there).
@@ -374,11 +433,22 @@ def prune_model(model, data, config, output_dir, progress, label="", resume=Fals
     stats = model_stats(model)
     before = accuracy(model, x_eval, y_eval)
     val_before = accuracy(model, x_val, y_val)
-    sparse, start = None, model
+    sparse, blocks, start = None, None, model
     if config["sparse.epochs"] > 0:
         start, sparse = sparse_train(model, data, config, compile_fn, progress, label)
+    if config["strategy.blocks"] is not None:
+        start, blocks = remove_blocks(start, data, config)
     pruner = make_pruner(
-        config, compile_fn, finetune, data, output_dir, evaluate, baseline_metric=val_before, model=start, resume=resume
+        config,
+        compile_fn,
+        finetune,
+        data,
+        output_dir,
+        evaluate,
+        baseline_metric=val_before,
+        model=start,
+        resume=resume,
+        macs_scale=1.0 if blocks is None else blocks["macs_before"] / blocks["macs_after"],
     )
     ratio, target, step = config.limits()
     logger.info(
@@ -424,6 +494,7 @@ def prune_model(model, data, config, output_dir, progress, label="", resume=Fals
         val_before=val_before,
         compile=how,
         sparse=sparse,
+        blocks=blocks,
     )
 
 
@@ -515,6 +586,13 @@ def _validated_inputs(config, custom_objects=None):
         _graph.check_model(model)
     except TypeError as exc:
         raise ConfigError("--model", message=f"--model: {exc}") from None
+    if config["strategy.blocks"] is not None:
+        from ridurre.surgery import residual_branches
+
+        if not residual_branches(model):
+            raise ConfigError(
+                "strategy.blocks", message=f"strategy.blocks (--blocks): model {model.name!r} has no residual block"
+            )
     return path, model, data
 
 
@@ -677,9 +755,15 @@ def dry_run(model, data, config, console, progress_enabled=True):
     plan_config.values["strategy"]["keep_best"] = False
     with Progress(progress_enabled) as progress:
         task = progress.add("planning (no finetune)", total=config["strategy.iterations"])
-        pruner = make_pruner(plan_config, lambda m: progress.advance(task), None, data, None, None, model=model)
+        start, scale = model, 1.0
+        if config["strategy.blocks"] is not None:
+            start, blocks = remove_blocks(model, data, config)
+            scale = blocks["macs_before"] / blocks["macs_after"]
+        pruner = make_pruner(
+            plan_config, lambda m: progress.advance(task), None, data, None, None, model=start, macs_scale=scale
+        )
         try:
-            pruned, _ = pruner.run_pruning(model)
+            pruned, _ = pruner.run_pruning(start)
         except (TypeError, ValueError) as exc:
             raise ConfigError("--model", message=f"--model: cannot prune {model.name!r}: {exc}") from None
         progress.finish(task)

@@ -73,7 +73,7 @@ def layer_rows(before, after):
                 "name": row.name,
                 "class": row.class_name,
                 "channels_before": row.channels,
-                "channels_after": new.channels if new else None,
+                "channels_after": new.channels if new else 0,  # a layer removed with its residual block
                 "params_before": row.params,
                 "params_after": new.params if new else 0,
                 "macs_before": row.macs,
@@ -147,6 +147,7 @@ def build_summary(
             "ratio": ratio,
             "target_macs": target,
             "target_latency": config["strategy.target_latency"],
+            "blocks": config["strategy.blocks"],
             "step": step,
             "sized_steps": config.sized_steps(),
             "iterations": config["strategy.iterations"],
@@ -176,6 +177,7 @@ def build_summary(
         "iterations": [{k: r.get(k, False) for k in _ITERATION_KEYS} for r in history],
         "criterion_options": config.criterion_options(),
         "sparse": getattr(run, "sparse", None),
+        "blocks": getattr(run, "blocks", None),
         "accuracy_aware": {
             "max_drop": config["strategy.max_metric_drop"],
             "on_drop": config["strategy.on_metric_drop"],
@@ -466,13 +468,20 @@ def _options_text(options):
 
 
 def _run_notes(summary):
-    """Lines on sparse training and accuracy-aware pruning, when the run used them."""
+    """Lines on sparse training, removed blocks and accuracy-aware pruning, when the run used them."""
     lines = []
     sparse = summary.get("sparse")
     if sparse:
         lines.append(
             f"- **Sparse training** before pruning: `{sparse['method']}` (strength {sparse['strength']:g}), "
             f"{sparse['epochs']} epoch(s), validation accuracy after it {fmt_pct(sparse['accuracy'])}"
+        )
+    blocks = summary.get("blocks")
+    if blocks:
+        lines.append(
+            f"- **Residual blocks removed** before the channels: {len(blocks['removed'])} "
+            f"({', '.join(f'`{name}`' for name in blocks['removed'])}), "
+            f"{blocks['macs_before'] / blocks['macs_after']:.2f}x fewer MACs"
         )
     guard = summary.get("accuracy_aware") or {}
     if guard.get("max_drop") is not None:

@@ -483,3 +483,37 @@ def test_prune_with_gradients_sparse_training_and_an_accuracy_guard(capsys, tmp_
     final = keras.models.load_model(out / "models" / "final.keras", safe_mode=True)
     replayed = ridurre.PruningPlan.load(out / "plan.json").apply(original)
     assert [layer.output.shape for layer in replayed.layers] == [layer.output.shape for layer in final.layers]
+
+
+def test_prune_removes_residual_blocks_first(capsys, tmp_path, digits, model_file):
+    from ridurre.zoo.models import resnet_cifar
+
+    keras.utils.set_random_seed(0)
+    model = resnet_cifar(14, input_shape=digits.x_train.shape[1:])  # 2 blocks per stage
+    compile_classifier(model)
+    path = str(tmp_path / "resnet.keras")
+    model.save(path)
+    out = tmp_path / "run"
+    args = ["prune", "--model", path, "--blocks", "0.7", "--target-macs", "0.5", "--iterations", "2"]
+    args += ["--finetune-epochs", "0", "--exclude", "predictions", "--runtimes", "keras", "--output", str(out)]
+    assert main(PROGRESS_OFF + args) == 0, capsys.readouterr().err
+    summary = json.load(open(out / "reports" / "summary.json"))
+    blocks = summary["blocks"]
+    assert blocks["removed"] and blocks["macs_after"] / blocks["macs_before"] >= 0.7
+    assert summary["limits"]["blocks"] == 0.7
+    kept = summary["after"]["macs"] / summary["before"]["macs"]
+    assert 0.5 - 1e-9 <= kept <= 0.55, kept  # the channels took the rest of the way, never past it
+    assert "Residual blocks removed" in (out / "reports" / "report.md").read_text()
+    pruned = keras.models.load_model(out / "models" / "final.keras", safe_mode=True)
+    assert not {name.replace("_add", "_conv1") for name in blocks["removed"]} & {lay.name for lay in pruned.layers}
+    # bad input: refused before anything is written
+    for extra, message in (
+        (["--blocks", "0.5"], "needs strategy.target_macs"),
+        (["--blocks", "0.4", "--target-macs", "0.5"], "must keep more MACs than strategy.target_macs"),
+    ):
+        capsys.readouterr()
+        bad = ["prune", "--model", path, *extra, "--output", str(tmp_path / "bad")]
+        assert main(bad) == 2 and message in capsys.readouterr().err
+    bad = ["prune", "--model", model_file, "--blocks", "0.8", "--target-macs", "0.5", "--output", str(tmp_path / "bad")]
+    assert main(bad) == 2 and "has no residual block" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
