@@ -481,7 +481,8 @@ def _run_notes(summary):
         lines.append(
             f"- **Residual blocks removed** before the channels: {len(blocks['removed'])} "
             f"({', '.join(f'`{name}`' for name in blocks['removed'])}), "
-            f"{blocks['macs_before'] / blocks['macs_after']:.2f}x fewer MACs"
+            f"{blocks['macs_before'] / blocks['macs_after']:.2f}x fewer MACs; the channel loop's limits (Limits "
+            "met) count from the model without them"
         )
     guard = summary.get("accuracy_aware") or {}
     if guard.get("max_drop") is not None:
