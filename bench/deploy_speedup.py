@@ -207,24 +207,32 @@ def _lut(args):
     runtimes = tuple(dict.fromkeys((args.runtime, *args.runtimes.split(","))))
     batches = tuple(sorted({1, batch, 32}))
     latency, _ = measure_deployed(models, runtimes, batch_sizes=batches, rounds=args.rounds, budget=args.budget)
-    macs0 = model_stats(model).total_macs
     print(f"\n## {args.model} (width {width:g}) pruned to {args.target:g}x (round_to={k}), side by side\n")
     print(
         "| pruned | MACs fewer | predicted speed-up (table) | runtime | batch | median ms | speed-up | "
         "speed-up / MACs reduction |"
     )
     print("|---|---:|---:|---|---:|---:|---:|---:|")
+    predicted = {
+        name: table.base_ms / table.predicted_ms({g.key: g.size for g in channel_groups(m)})
+        for name, m in models.items()
+    }
+    for name, reduction, runtime, b, timed, speed in _ratio_rows(models, latency, "original", runtimes, batches):
+        print(
+            f"| {name} | {reduction:.2f}x | {predicted[name]:.2f}x | {runtime} | "
+            f"{b} | {timed.median_ms:.3f} ± {timed.spread_ms:.3f} | {speed:.2f}x | {speed / reduction:.2f} |"
+        )
+
+
+def _ratio_rows(models, latency, base, runtimes, batches):
+    """``(name, MACs reduction, runtime, batch, timing, speed-up)`` of every model against ``base``."""
+    macs0 = model_stats(models[base]).total_macs
     for name, m in models.items():
-        sizes = {g.key: g.size for g in channel_groups(m)}
         reduction = macs0 / model_stats(m).total_macs
         for runtime in runtimes:
-            for b in batches:
-                timed = latency[name][runtime][b]
-                speed = latency["original"][runtime][b].median_ms / timed.median_ms
-                print(
-                    f"| {name} | {reduction:.2f}x | {table.base_ms / table.predicted_ms(sizes):.2f}x | {runtime} | "
-                    f"{b} | {timed.median_ms:.3f} ± {timed.spread_ms:.3f} | {speed:.2f}x | {speed / reduction:.2f} |"
-                )
+            for batch in batches:
+                timed = latency[name][runtime][batch]
+                yield name, reduction, runtime, batch, timed, latency[base][runtime][batch].median_ms / timed.median_ms
 
 
 def _print_sizes(models):
@@ -343,19 +351,13 @@ def _depth(args):
         **{f"resnet{d}": randomize_weights(resnet_cifar(d), seed=0) for d in (32, 26)},
     }
     latency, _ = measure_deployed(models, runtimes, batch_sizes=(1, 32), rounds=args.rounds, budget=args.budget)
-    macs0 = model_stats(model).total_macs
     print("| model | MACs fewer | runtime | batch | median ms | speed-up | speed-up / MACs reduction |")
     print("|---|---:|---|---:|---:|---:|---:|")
-    for name, m in models.items():
-        reduction = macs0 / model_stats(m).total_macs
-        for runtime in runtimes:
-            for batch in (1, 32):
-                timed = latency[name][runtime][batch]
-                speed = latency["resnet56"][runtime][batch].median_ms / timed.median_ms
-                print(
-                    f"| {name} | {reduction:.2f}x | {runtime} | {batch} | {timed.median_ms:.2f} ± "
-                    f"{timed.spread_ms:.2f} | {speed:.2f}x | {speed / reduction:.2f} |"
-                )
+    for name, reduction, runtime, batch, timed, speed in _ratio_rows(models, latency, "resnet56", runtimes, (1, 32)):
+        print(
+            f"| {name} | {reduction:.2f}x | {runtime} | {batch} | {timed.median_ms:.2f} ± "
+            f"{timed.spread_ms:.2f} | {speed:.2f}x | {speed / reduction:.2f} |"
+        )
 
 
 def _depth_digits(args):

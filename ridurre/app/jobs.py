@@ -67,6 +67,7 @@ __all__ = [
     "make_finetune_fn",
     "make_pruner",
     "configured_latency_table",
+    "check_blocks",
     "load_latency_table",
     "prune_model",
     "latency_ms",
@@ -268,28 +269,8 @@ def make_pruner(
 
 def configured_latency_table(config):
     """The latency table of ``strategy.latency_table`` (``None`` without one); ``ConfigError`` for
-    a table that cannot be read, a ``strategy.target_latency`` without a table, or a
-    ``strategy.blocks`` with a table, without ``strategy.target_macs`` or at or below it."""
+    a table that cannot be read or a ``strategy.target_latency`` without a table."""
     table = load_latency_table(config["strategy.latency_table"])
-    blocks, target = config["strategy.blocks"], config["strategy.target_macs"]
-    if blocks is not None and table is not None:
-        raise ConfigError(
-            "strategy.blocks",
-            message="strategy.blocks (--blocks) cannot be combined with a latency table: the table was measured "
-            "on the model with all its blocks",
-        )
-    if blocks is not None and target is None:
-        raise ConfigError(
-            "strategy.blocks",
-            message="strategy.blocks (--blocks) needs strategy.target_macs (--target-macs): the blocks go first, "
-            "the channels take the rest of the way to it",
-        )
-    if blocks is not None and blocks <= target:
-        raise ConfigError(
-            "strategy.blocks",
-            message=f"strategy.blocks (--blocks {blocks:g}) must keep more MACs than strategy.target_macs "
-            f"({target:g}): the blocks go first, the channels take the rest",
-        )
     if config["strategy.target_latency"] is not None and table is None:
         raise ConfigError(
             "strategy.target_latency",
@@ -369,11 +350,53 @@ def sparse_train(model, data, config, compile_fn, progress, label=""):
     return trained, info
 
 
+def check_blocks(config, model=None):
+    """``ConfigError`` for a ``strategy.blocks`` with a latency table, without
+    ``strategy.target_macs`` or at or below it, or (given ``model``) on a model without residual
+    blocks; nothing without ``strategy.blocks``."""
+    blocks, target = config["strategy.blocks"], config["strategy.target_macs"]
+    if blocks is None:
+        return
+    if config["strategy.latency_table"]:
+        raise ConfigError(
+            "strategy.blocks",
+            message="strategy.blocks (--blocks) cannot be combined with a latency table: the table was measured "
+            "on the model with all its blocks",
+        )
+    if target is None:
+        raise ConfigError(
+            "strategy.blocks",
+            message="strategy.blocks (--blocks) needs strategy.target_macs (--target-macs): the blocks go first, "
+            "the channels take the rest of the way to it",
+        )
+    if blocks <= target:
+        raise ConfigError(
+            "strategy.blocks",
+            message=f"strategy.blocks (--blocks {blocks:g}) must keep more MACs than strategy.target_macs "
+            f"({target:g}): the blocks go first, the channels take the rest",
+        )
+    if model is not None:
+        from ridurre.surgery import residual_branches
+
+        if not residual_branches(model):
+            raise ConfigError(
+                "strategy.blocks", message=f"strategy.blocks (--blocks): model {model.name!r} has no residual block"
+            )
+
+
 def remove_blocks(model, data, config):
     """Depth pruning before the channels: remove residual blocks of ``model`` until about
     ``strategy.blocks`` of its MACs remain (:func:`ridurre.surgery.prune_branches`, blocks scored
-    on ``data.activation_samples`` training examples); returns ``(model, info dict)``. Nothing is
-    finetuned here: the loop's first step finetunes."""
+    on ``data.activation_samples`` training examples). Nothing is finetuned here: the loop's first
+    step finetunes.
+
+    Returns:
+        ``(model the loop starts from, info dict or None, macs_scale for make_pruner)``: ``model``
+        itself, ``None`` and 1.0 without ``strategy.blocks``.
+    """
+    if config["strategy.blocks"] is None:
+        return model, None, 1.0
+    check_blocks(config)
     from ridurre.surgery import prune_branches
 
     started = time.perf_counter()
@@ -399,7 +422,7 @@ def remove_blocks(model, data, config):
         f"{left:,}",
         macs / left,
     )
-    return smaller, info
+    return smaller, info, macs / left
 
 
 def prune_model(model, data, config, output_dir, progress, label="", resume=False):
@@ -436,8 +459,7 @@ def prune_model(model, data, config, output_dir, progress, label="", resume=Fals
     sparse, blocks, start = None, None, model
     if config["sparse.epochs"] > 0:
         start, sparse = sparse_train(model, data, config, compile_fn, progress, label)
-    if config["strategy.blocks"] is not None:
-        start, blocks = remove_blocks(start, data, config)
+    start, blocks, macs_scale = remove_blocks(start, data, config)
     pruner = make_pruner(
         config,
         compile_fn,
@@ -448,7 +470,7 @@ def prune_model(model, data, config, output_dir, progress, label="", resume=Fals
         baseline_metric=val_before,
         model=start,
         resume=resume,
-        macs_scale=1.0 if blocks is None else blocks["macs_before"] / blocks["macs_after"],
+        macs_scale=macs_scale,
     )
     ratio, target, step = config.limits()
     logger.info(
@@ -586,13 +608,7 @@ def _validated_inputs(config, custom_objects=None):
         _graph.check_model(model)
     except TypeError as exc:
         raise ConfigError("--model", message=f"--model: {exc}") from None
-    if config["strategy.blocks"] is not None:
-        from ridurre.surgery import residual_branches
-
-        if not residual_branches(model):
-            raise ConfigError(
-                "strategy.blocks", message=f"strategy.blocks (--blocks): model {model.name!r} has no residual block"
-            )
+    check_blocks(config, model)
     return path, model, data
 
 
@@ -755,10 +771,7 @@ def dry_run(model, data, config, console, progress_enabled=True):
     plan_config.values["strategy"]["keep_best"] = False
     with Progress(progress_enabled) as progress:
         task = progress.add("planning (no finetune)", total=config["strategy.iterations"])
-        start, scale = model, 1.0
-        if config["strategy.blocks"] is not None:
-            start, blocks = remove_blocks(model, data, config)
-            scale = blocks["macs_before"] / blocks["macs_after"]
+        start, _, scale = remove_blocks(model, data, config)
         pruner = make_pruner(
             plan_config, lambda m: progress.advance(task), None, data, None, None, model=start, macs_scale=scale
         )

@@ -8,7 +8,8 @@ Runtime; see BENCHMARKS.md).
 
 A **residual branch** is one input of a two-input ``Add`` fed by a chain of single-input layers
 that nothing else reads (``conv -> BN -> ReLU -> conv -> BN`` in a ResNet block), with at least
-one channel-mixing layer (a convolution or Dense layer). Removing it is exact in the same sense
+one channel-mixing layer (one whose rule produces channels: a convolution, a Dense layer...).
+Removing it is exact in the same sense
 as deleting channels: the pruned model equals the original with the input of the branch's last
 mixing layer zeroed, because the branch then outputs a per-channel constant (that layer's bias
 through the layers after it), which the surgery adds to the other input (a
@@ -40,21 +41,10 @@ from ridurre import _compat
 from ridurre import graph as _graph
 from ridurre._validation import check_callable
 from ridurre.metrics import layer_stats
+from ridurre.rules import get_rule
 from ridurre.surgery.surgeon import Surgeon
 
 __all__ = ["ResidualBranch", "residual_branches", "remove_branches", "prune_branches"]
-
-_MIXING = (
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv1D,
-    keras.layers.SeparableConv2D,
-    keras.layers.Dense,
-    keras.layers.EinsumDense,
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +105,7 @@ def residual_branches(model: keras.Model) -> list[ResidualBranch]:
             continue
         for index, tensor in enumerate(calls[0].inputs):
             chain = _exclusive_chain(tensor, consumers, model)
-            mixing = [lay for lay in chain if isinstance(lay, _MIXING)]
+            mixing = [lay for lay in chain if _mixes(lay)]
             if not mixing:
                 continue
             offset = _removed_output(chain[chain.index(mixing[-1]) :], mixing[-1])
@@ -132,6 +122,12 @@ def residual_branches(model: keras.Model) -> list[ResidualBranch]:
                 )
             )
     return found
+
+
+def _mixes(layer):
+    """A layer whose rule says it produces channels (convolutions, Dense...)."""
+    rule = get_rule(layer)
+    return rule is not None and rule.produces
 
 
 def _exclusive_chain(tensor, consumers, model):
@@ -186,19 +182,26 @@ def remove_branches(model: keras.Model, branches) -> keras.Model:
     if not all(isinstance(b, ResidualBranch) for b in branches):
         raise TypeError("branches must be ResidualBranch objects from residual_branches(model)")
     known = {(b.merge, b.index): b for b in residual_branches(model)}
-    merges = set()
-    surgeon = Surgeon(model)
+    current = []
     for branch in branches:
-        current = known.get((branch.merge, branch.index))
-        if current is None or current.layers != branch.layers:
+        found = known.get((branch.merge, branch.index))
+        if found is None or found.layers != branch.layers:
             raise ValueError(
                 f"branch {branch.index} of {branch.merge!r} is not a removable residual branch of model {model.name!r}"
             )
+        current.append(found)
+    return _bypass(model, current)
+
+
+def _bypass(model, branches):
+    """The surgery of :func:`remove_branches` for branches just found in ``model``."""
+    merges = set()
+    surgeon = Surgeon(model)
+    for branch in branches:
         if branch.merge in merges:
             raise ValueError(f"both inputs of {branch.merge!r} are listed: one of them must stay")
         merges.add(branch.merge)
-        offset = current.offset if np.any(current.offset != 0) else None
-        surgeon.bypass_merge(branch.merge, branch.index, offset)
+        surgeon.bypass_merge(branch.merge, branch.index, branch.offset if np.any(branch.offset != 0) else None)
     return surgeon.operate()
 
 
@@ -242,7 +245,12 @@ def prune_branches(model: keras.Model, target_macs: float, score=None, data=None
     if not branches:
         raise ValueError(f"model {model.name!r} has no removable residual branch")
     total = sum(row.macs for row in layer_stats(model))
-    scores = {(b.merge, b.index): float(_score(model, b, data) if score is None else score(model, b)) for b in branches}
+    if score is not None:
+        scores = {(b.merge, b.index): float(score(model, b)) for b in branches}
+    elif data is not None:
+        scores = _data_scores(model, branches, data)
+    else:
+        scores = {(b.merge, b.index): _weight_score(model, b) for b in branches}
     budget = (1.0 - target_macs) * total
     chosen, merges, removed = [], set(), 0
     for branch in sorted(branches, key=lambda b: scores[(b.merge, b.index)]):
@@ -256,7 +264,7 @@ def prune_branches(model: keras.Model, target_macs: float, score=None, data=None
             f"no residual branch of model {model.name!r} fits within target_macs={target_macs} "
             f"(the smallest costs {min(b.macs for b in branches) / total:.1%} of the MACs)"
         )
-    return remove_branches(model, chosen), chosen
+    return _bypass(model, chosen), chosen
 
 
 def _block_branches(branches):
@@ -269,12 +277,17 @@ def _block_branches(branches):
     return [b for b in branches if best[b.merge] is b]
 
 
-def _score(model, branch, data):
+def _data_scores(model, branches, data):
+    """Mean absolute distance of each branch's output to its constant on ``data`` (one pass)."""
+    outputs = [_compat.layer_calls(model.get_layer(b.layers[-1]))[0].outputs[0] for b in branches]
+    values = keras.Model(model.inputs, outputs).predict(np.asarray(data), verbose=0)
+    values = values if isinstance(values, (list, tuple)) else [values]
+    return {(b.merge, b.index): float(np.mean(np.abs(np.asarray(v) - b.offset))) for b, v in zip(branches, values)}
+
+
+def _weight_score(model, branch):
+    """Mean absolute weight of the last mixing layer times the scale of the BatchNormalizations after it."""
     layers = [model.get_layer(name) for name in branch.layers]
-    if data is not None:
-        probe = keras.Model(model.inputs, _compat.layer_calls(layers[-1])[0].outputs[0])
-        out = np.asarray(probe.predict(np.asarray(data), verbose=0))
-        return float(np.mean(np.abs(out - branch.offset)))
     mixing = model.get_layer(branch.mixing)
     value = float(np.mean(np.abs(keras.ops.convert_to_numpy(mixing.weights[0]))))
     after = layers[layers.index(mixing) + 1 :]

@@ -12,6 +12,7 @@ from ridurre.graph.layers import ChannelOffset
 from ridurre.metrics import model_stats
 from ridurre.surgery import (
     ResidualBranch,
+    Surgeon,
     delete_channels,
     prune_branches,
     remove_branches,
@@ -22,15 +23,11 @@ from ridurre.zoo.models import resnet_cifar
 
 
 def _zeroed_reference(model, branches):
-    """The original with the input of each branch's last mixing layer zeroed: its kernel set to 0."""
-    reference = keras.models.clone_model(model)
-    reference.set_weights(model.get_weights())
-    for branch in branches:
-        layer = reference.get_layer(branch.mixing)
-        weights = layer.get_weights()
-        weights[0] = np.zeros_like(weights[0])
-        layer.set_weights(weights)
-    return reference
+    """The original with the input of each branch's last mixing layer zeroed (a Rescaling(0) before it)."""
+    surgeon = Surgeon(model)
+    for i, branch in enumerate(branches):
+        surgeon.add_job("insert_layer", branch.mixing, new_layer=keras.layers.Rescaling(0.0, name=f"zero_{i}"))
+    return surgeon.operate()
 
 
 def _inputs(model, n=4, seed=0):
@@ -215,7 +212,8 @@ def _residual_graph(draw):
             names.append(kind.name)
             if not isinstance(y, keras.KerasTensor) or any(d is None for d in y.shape[1:]):
                 break
-        if isinstance(y, keras.KerasTensor) and tuple(y.shape[1:-1]) == tuple(h.shape[1:-1]) and y.dtype == h.dtype:
+        defined = isinstance(y, keras.KerasTensor) and all(d is not None for d in y.shape[1:])
+        if defined and tuple(y.shape[1:-1]) == tuple(h.shape[1:-1]) and y.dtype == h.dtype:
             if y.shape[-1] != h.shape[-1]:
                 cls = getattr(keras.layers, f"Conv{len(h.shape) - 2}D") if len(h.shape) >= 3 else None
                 y = cls(h.shape[-1], 1)(y) if cls else keras.layers.Dense(h.shape[-1])(y)
